@@ -1,0 +1,477 @@
+"""The hub: one greenlet per OS thread that runs every other green thread.
+
+A green thread that must wait registers interest (an fd, a timer, or a wakeup)
+and switches to the hub.  The hub loops: run ready callbacks, fire due timers,
+poll for I/O up to the next timer, and switch straight back into the green
+threads whose fds became ready.  Everything else in greenpatch is built from
+the three services here: ``wait_fd``, ``call_later`` and ``schedule``.
+
+Invariants (each has a test in tests/test_hub.py):
+
+* Only the hub switches into a waiting green thread, and only from its loop;
+  a green thread switches only to the hub.
+* A waiter may be resumed spuriously (a stale I/O edge, a wakeup that lost a
+  race with a timeout).  Every wait therefore re-checks its condition: socket
+  calls retry the syscall, locks re-test, ``sleep`` re-arms.
+* ``forget_fd`` is called before an fd is closed (and when a new object takes
+  over an fd number): it drops the registration and wakes every waiter of
+  that fd with ``OSError(EBADF)``; a reused fd never inherits old waiters.
+* An exception raised by a callback or timer is reported and the loop goes
+  on; ``KeyboardInterrupt`` and ``SystemExit`` go to the thread's main greenlet.
+* When no green thread can ever be woken (nothing ready, no timers, no fd
+  waits, no foreign work, no signal handler that could act) the thread's main
+  greenlet receives ``DeadlockError`` naming what each green thread waits on.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import heapq
+import os
+import signal
+import sys
+import traceback
+from collections import deque
+from itertools import count
+from time import monotonic
+from typing import Any, Callable
+
+from _thread import _count as _real_thread_count
+from _thread import _local as _real_local
+from _thread import get_ident as _real_get_ident
+from greenlet import getcurrent, greenlet
+
+from greenpatch.poller import READ, WRITE, default_poller
+
+__all__ = [
+    "Hub", "Timer", "get_hub", "park", "wake_one", "wake_all",
+    "BlockingInHubError", "DeadlockError", "READ", "WRITE",
+]
+
+_COMPACT_MIN = 256
+
+
+class BlockingInHubError(RuntimeError):
+    """Code running in the hub itself (a callback or timer) tried to wait."""
+
+
+class DeadlockError(RuntimeError):
+    """Every green thread waits and nothing can ever wake them."""
+
+
+class FdWatch:
+    """The green threads waiting on one fd, per direction."""
+
+    __slots__ = ("readers", "writers")
+
+    def __init__(self) -> None:
+        self.readers: list = []
+        self.writers: list = []
+
+
+class Timer:
+    """A callback due at ``deadline`` (monotonic seconds); ``cancel()`` is O(1)."""
+
+    __slots__ = ("hub", "deadline", "callback", "args")
+
+    def __init__(self, hub: "Hub", deadline: float, callback: Callable, args: tuple) -> None:
+        self.hub = hub
+        self.deadline = deadline
+        self.callback: Callable | None = callback
+        self.args = args
+
+    @property
+    def pending(self) -> bool:
+        """True until the timer fires or is cancelled."""
+        return self.callback is not None
+
+    def cancel(self) -> None:
+        if self.callback is not None:
+            self.callback = None
+            self.args = ()
+            self.hub._timer_cancelled()
+
+    def __repr__(self) -> str:
+        state = "pending" if self.callback is not None else "done"
+        return f"<Timer {state} at {self.deadline:.6f} {self.callback!r}>"
+
+
+class _WakeupReader:
+    """Stands in the readers list of the hub's wakeup pipe; 'switching' to it drains the pipe."""
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: "Hub") -> None:
+        self.hub = hub
+
+    def switch(self) -> None:
+        fd = self.hub._wakeup_read
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        foreign = self.hub._foreign
+        ready = self.hub._ready
+        while foreign:
+            ready.append(foreign.popleft())
+
+
+class Hub(greenlet):
+    """The event loop of one OS thread; get it with ``get_hub()``."""
+
+    def __init__(self) -> None:
+        root = getcurrent()
+        while root.parent is not None:
+            root = root.parent
+        super().__init__(parent=root)
+        self.main = root
+        self.thread_ident = _real_get_ident()
+        self._ready: deque = deque()
+        self._foreign: deque = deque()
+        self._timers: list = []
+        self._timer_seq = count().__next__
+        self._cancelled_timers = 0
+        self._watches: dict[int, FdWatch] = {}
+        self._fd_waiters = 0
+        self.keepalive = 0  # foreign work in flight (tpool); counts as a possible wakeup
+        self._poller = default_poller(lambda: self._watches)
+        self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller.register(self._wakeup_read)
+        wakeup_watch = self._watches[self._wakeup_read] = FdWatch()
+        wakeup_watch.readers.append(_WakeupReader(self))
+        self._owns_signal_wakeup = False
+        if self.thread_ident == _main_thread_ident:
+            try:
+                previous = signal.set_wakeup_fd(self._wakeup_write, warn_on_full_buffer=False)
+            except ValueError:
+                previous = -1  # not the main interpreter
+            else:
+                if previous != -1:
+                    signal.set_wakeup_fd(previous)
+                else:
+                    self._owns_signal_wakeup = True
+
+    # -- the three services ------------------------------------------------
+
+    def schedule(self, callback: Callable, *args: Any) -> None:
+        """Run ``callback(*args)`` in the hub on its next turn (FIFO)."""
+        self._ready.append((callback, args))
+
+    def schedule_threadsafe(self, callback: Callable, *args: Any) -> None:
+        """``schedule`` from any OS thread; wakes the hub through its pipe."""
+        self._foreign.append((callback, args))
+        try:
+            os.write(self._wakeup_write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full, so the hub is already due to wake
+
+    def call_later(self, delay: float, callback: Callable, *args: Any) -> Timer:
+        """Run ``callback(*args)`` in the hub after ``delay`` seconds."""
+        timer = Timer(self, monotonic() + delay, callback, args)
+        heapq.heappush(self._timers, (timer.deadline, self._timer_seq(), timer))
+        return timer
+
+    def wait_fd(self, fd: int, direction: int = READ, timeout: float | None = None,
+                timeout_exc: type[BaseException] = TimeoutError, timeout_msg: str = "timed out") -> None:
+        """Suspend the current green thread until fd may be ready for ``direction``.
+
+        Returns early and spuriously at times: callers retry their syscall.
+        Raises ``timeout_exc(timeout_msg)`` after ``timeout`` seconds and
+        ``OSError(EBADF)`` if the fd is closed meanwhile.
+        """
+        watch = self._watches.get(fd)
+        if watch is None:
+            if fd < 0:
+                raise OSError(errno.EBADF, "Bad file descriptor")
+            if not self._poller.register(fd):
+                return  # a regular file is always ready
+            watch = self._watches[fd] = FdWatch()
+        waiters = watch.readers if direction == READ else watch.writers
+        current = getcurrent()
+        if current is self:
+            raise BlockingInHubError("cannot wait for an fd inside the hub (a callback or timer)")
+        waiters.append(current)
+        self._fd_waiters += 1
+        if timeout is None:
+            try:
+                self.switch()
+            finally:
+                self._fd_waiters -= 1
+                waiters.remove(current)
+        else:
+            timer = self.call_later(timeout, current.throw, timeout_exc, timeout_msg)
+            try:
+                self.switch()
+            finally:
+                self._fd_waiters -= 1
+                waiters.remove(current)
+                timer.cancel()
+
+    def forget_fd(self, fd: int) -> None:
+        """Drop fd's registration and wake its waiters with EBADF.
+
+        Call it before closing an fd, and when a new object takes over an fd
+        number that may have been closed behind our back.
+        """
+        watch = self._watches.pop(fd, None)
+        if watch is None:
+            return
+        self._poller.unregister(fd)
+        for waiters in (watch.readers, watch.writers):
+            for waiter in waiters:
+                self._ready.append((self._throw_if_waiting, (waiter, waiters)))
+
+    def _throw_if_waiting(self, waiter: greenlet, waiters: list) -> None:
+        if waiter in waiters:
+            waiter.throw(OSError(errno.EBADF, "Bad file descriptor"))
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        ready = self._ready
+        timers = self._timers
+        watches = self._watches
+        poll = self._poller.poll
+        heappop = heapq.heappop
+        while True:
+            try:
+                for _ in range(len(ready)):
+                    callback, args = ready.popleft()
+                    callback(*args)
+
+                if timers:
+                    now = monotonic()
+                    while timers and timers[0][0] <= now:
+                        timer = heappop(timers)[2]
+                        callback = timer.callback
+                        if callback is None:
+                            self._cancelled_timers -= 1
+                            continue
+                        timer.callback = None
+                        callback(*timer.args)
+                    while timers and timers[0][2].callback is None:
+                        heappop(timers)
+                        self._cancelled_timers -= 1
+
+                if ready:
+                    timeout = 0.0
+                elif timers:
+                    timeout = max(0.0, timers[0][0] - monotonic())
+                else:
+                    timeout = -1.0
+                    if not (self._fd_waiters or self.keepalive or self._foreign) and not _can_be_woken_from_outside():
+                        self._deadlock()
+                        continue
+
+                events = poll(timeout)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                self._to_main(exc)
+                continue
+            except BaseException:
+                self.handle_error()
+                continue
+            for fd, mask in events:
+                watch = watches.get(fd)
+                if watch is None:
+                    continue
+                # Every event is delivered even if a waiter misbehaves: with
+                # edge-triggered polling a dropped event would never come back.
+                try:
+                    if mask & READ and watch.readers:
+                        for waiter in tuple(watch.readers):
+                            waiter.switch()
+                    if mask & WRITE and watch.writers:
+                        for waiter in tuple(watch.writers):
+                            waiter.switch()
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    self._to_main(exc)
+                except BaseException:
+                    self.handle_error()
+
+    def handle_error(self) -> None:
+        """Report an exception that escaped a callback; the loop goes on."""
+        exc = sys.exc_info()[1]
+        try:
+            sys.stderr.write(f"greenpatch: exception in the hub (the loop goes on): {exc!r}\n")
+            traceback.print_exc()
+        except Exception:
+            pass
+
+    def _to_main(self, exc: BaseException) -> None:
+        if self.main.dead:
+            raise exc
+        self.main.throw(exc)
+
+    def _timer_cancelled(self) -> None:
+        self._cancelled_timers += 1
+        if self._cancelled_timers > _COMPACT_MIN and self._cancelled_timers * 2 > len(self._timers):
+            self._timers[:] = [entry for entry in self._timers if entry[2].callback is not None]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
+
+    def _deadlock(self) -> None:
+        self._to_main(DeadlockError(
+            "every green thread is waiting and nothing can wake them (no I/O, timers or "
+            "signal handlers pending):\n" + describe_waiters(self)))
+
+    # -- introspection and teardown -------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """How many ready callbacks, live timers, fd registrations and fd waiters there are."""
+        return {
+            "ready": len(self._ready),
+            "timers": len(self._timers) - self._cancelled_timers,
+            "fds": len(self._watches) - 1,  # less the wakeup pipe
+            "fd_waiters": self._fd_waiters,
+        }
+
+    def close(self) -> None:
+        """Release the poller and wakeup pipe (the hub cannot be used afterwards)."""
+        if self._owns_signal_wakeup:
+            try:
+                signal.set_wakeup_fd(-1)
+            except ValueError:
+                pass
+        self._poller.close()
+        os.close(self._wakeup_read)
+        os.close(self._wakeup_write)
+
+
+def describe_waiters(hub: Hub) -> str:
+    """One line per suspended green thread of ``hub``: its name and where it waits."""
+    lines = []
+    for obj in gc.get_objects():
+        if not isinstance(obj, greenlet) or obj is hub or obj.dead or not _belongs_to(obj, hub):
+            continue
+        where = "not started"
+        if obj.gr_frame is not None:
+            stack = traceback.extract_stack(obj.gr_frame)
+            outside = [f for f in stack if _PACKAGE_DIR not in f.filename]
+            last = (outside or stack)[-1]
+            where = f"{last.filename}:{last.lineno} in {last.name}: {(last.line or '').strip()}"
+        name = "main greenlet" if obj is hub.main else getattr(obj, "name", None) or repr(obj)
+        lines.append(f"  {name}: {where}")
+    return "\n".join(lines)
+
+
+def _belongs_to(glet: greenlet, hub: Hub) -> bool:
+    while glet is not None:
+        if glet is hub or glet is hub.main:
+            return True
+        glet = glet.parent
+    return False
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _can_be_woken_from_outside() -> bool:
+    """True if another OS thread or a Python signal handler could still wake a waiter.
+
+    Ctrl-C's default handler does not count: a program that waits on nothing
+    but Ctrl-C is reported as deadlocked.
+    """
+    if _real_thread_count():
+        return True
+    if _real_get_ident() != _main_thread_ident:
+        return False
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
+        if callable(handler) and handler is not signal.default_int_handler:
+            return True
+    return False
+
+
+def park(waiters: list, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+    """Wait in ``waiters`` until ``ready()`` is true; False if ``timeout`` passes first.
+
+    The building block of every green primitive (locks, events, joins).  The
+    current green thread is listed in ``waiters`` *before* ``ready()`` is first
+    tried, so a waker in another OS thread that changes the state and then
+    reads ``waiters`` can never miss it.  Wakeups may be spurious; ``ready()``
+    is re-checked after each.
+    """
+    hub = get_hub()
+    current = getcurrent()
+    if current is hub:
+        raise BlockingInHubError("cannot wait inside the hub (a callback or timer)")
+    entry = (current, hub)
+    waiters.append(entry)
+    timer = None
+    done = False
+    try:
+        if ready():
+            done = True
+            return True
+        if timeout is not None:
+            if timeout <= 0:
+                return False
+            timer = hub.call_later(timeout, current.switch)
+        while True:
+            hub.switch()
+            if ready():
+                done = True
+                return True
+            if timer is not None and timer.callback is None:
+                return False
+    finally:
+        waiters.remove(entry)
+        if timer is not None:
+            timer.cancel()
+        if not done and waiters:
+            wake_one(waiters)  # a wakeup meant for us may have arrived: pass it on
+
+
+def wake_one(waiters: list) -> None:
+    """Wake the first green thread parked in ``waiters`` (it re-checks and may park again)."""
+    if waiters:
+        glet, hub = waiters[0]
+        _wake(glet, hub)
+
+
+def wake_all(waiters: list) -> None:
+    """Wake every green thread parked in ``waiters``."""
+    for glet, hub in tuple(waiters):
+        _wake(glet, hub)
+
+
+def _wake(glet: greenlet, hub: "Hub") -> None:
+    if hub.thread_ident == _real_get_ident():
+        hub._ready.append((glet.switch, ()))
+    else:
+        hub.schedule_threadsafe(glet.switch)
+
+
+_main_thread_ident = _real_get_ident()
+_state = _real_local()
+
+
+def get_hub() -> Hub:
+    """The hub of the calling OS thread, created on first use."""
+    try:
+        return _state.hub
+    except AttributeError:
+        hub = _state.hub = Hub()
+        return hub
+
+
+def _after_fork_in_child() -> None:
+    """The child keeps only the green thread that forked; it gets a fresh hub."""
+    global _main_thread_ident
+    old = getattr(_state, "hub", None)
+    _main_thread_ident = _real_get_ident()
+    if old is None:
+        return
+    del _state.hub
+    old.close()
+    current = getcurrent()
+    if current is not old.main and current is not old:
+        current.parent = get_hub()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
