@@ -35,7 +35,7 @@ import traceback
 from collections import deque
 from itertools import count
 from time import monotonic
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from _thread import _count as _real_thread_count
 from _thread import _local as _real_local
@@ -183,11 +183,9 @@ class Hub(greenlet):
         """
         watch = self._watches.get(fd)
         if watch is None:
-            if fd < 0:
-                raise OSError(errno.EBADF, "Bad file descriptor")
-            if not self._poller.register(fd):
+            watch = self._watch(fd)
+            if watch is None:
                 return  # a regular file is always ready
-            watch = self._watches[fd] = FdWatch()
         waiters = watch.readers if direction == READ else watch.writers
         current = getcurrent()
         if current is self:
@@ -208,6 +206,50 @@ class Hub(greenlet):
                 self._fd_waiters -= 1
                 waiters.remove(current)
                 timer.cancel()
+
+    def wait_fds(self, reads: Iterable[int], writes: Iterable[int], timeout: float | None = None) -> bool:
+        """Suspend until any fd in ``reads`` may be readable or any in ``writes`` writable.
+
+        The multi-fd form of ``wait_fd`` for select() and poll objects.  Returns
+        False if ``timeout`` passed first, True otherwise (possibly spuriously);
+        raises ``OSError(EBADF)`` if one of the fds is closed meanwhile.
+        """
+        current = getcurrent()
+        if current is self:
+            raise BlockingInHubError("cannot wait for an fd inside the hub (a callback or timer)")
+        lists = []
+        for fds, direction in ((reads, READ), (writes, WRITE)):
+            for fd in fds:
+                watch = self._watches.get(fd) or self._watch(fd)
+                if watch is None:
+                    for waiters in lists:
+                        waiters.remove(current)
+                    return True  # a regular file is always ready
+                waiters = watch.readers if direction == READ else watch.writers
+                waiters.append(current)
+                lists.append(waiters)
+        self._fd_waiters += 1
+        timer = None if timeout is None else self.call_later(timeout, current.switch)
+        timed_out = False
+        try:
+            self.switch()
+        finally:
+            self._fd_waiters -= 1
+            for waiters in lists:
+                waiters.remove(current)
+            if timer is not None:
+                timed_out = timer.callback is None
+                timer.cancel()
+        return not timed_out
+
+    def _watch(self, fd: int) -> FdWatch | None:
+        """Register fd with the poller; None if it cannot be polled (always ready)."""
+        if fd < 0:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        if not self._poller.register(fd):
+            return None
+        watch = self._watches[fd] = FdWatch()
+        return watch
 
     def forget_fd(self, fd: int) -> None:
         """Drop fd's registration and wake its waiters with EBADF.
