@@ -220,7 +220,9 @@ class Hub(greenlet):
         lists = []
         for fds, direction in ((reads, READ), (writes, WRITE)):
             for fd in fds:
-                watch = self._watches.get(fd) or self._watch(fd)
+                # Re-arm each registration: these fds may belong to objects that
+                # close without telling the hub, and this path is not the hot one.
+                watch = self._watch(fd)
                 if watch is None:
                     for waiters in lists:
                         waiters.remove(current)
@@ -243,12 +245,14 @@ class Hub(greenlet):
         return not timed_out
 
     def _watch(self, fd: int) -> FdWatch | None:
-        """Register fd with the poller; None if it cannot be polled (always ready)."""
+        """(Re-)register fd with the poller; None if it cannot be polled (always ready)."""
         if fd < 0:
             raise OSError(errno.EBADF, "Bad file descriptor")
         if not self._poller.register(fd):
             return None
-        watch = self._watches[fd] = FdWatch()
+        watch = self._watches.get(fd)
+        if watch is None:
+            watch = self._watches[fd] = FdWatch()
         return watch
 
     def forget_fd(self, fd: int) -> None:
