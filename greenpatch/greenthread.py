@@ -203,7 +203,7 @@ def sleep(seconds: float = 0) -> None:
     if current is hub:
         raise BlockingInHubError("cannot sleep inside the hub (a callback or timer)")
     if seconds <= 0:
-        hub._ready.append((current.switch, ()))
+        hub._ready.append(current)
         hub.switch()
         return
     timer = hub.call_later(seconds, current.switch)

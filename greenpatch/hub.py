@@ -159,6 +159,10 @@ class Hub(greenlet):
         """Run ``callback(*args)`` in the hub on its next turn (FIFO)."""
         self._ready.append((callback, args))
 
+    def resume(self, glet: greenlet) -> None:
+        """Switch back into ``glet`` on the hub's next turn (the cheap form of ``schedule(glet.switch)``)."""
+        self._ready.append(glet)
+
     def schedule_threadsafe(self, callback: Callable, *args: Any) -> None:
         """``schedule`` from any OS thread; wakes the hub through its pipe."""
         self._foreign.append((callback, args))
@@ -281,11 +285,15 @@ class Hub(greenlet):
         watches = self._watches
         poll = self._poller.poll
         heappop = heapq.heappop
+        busy_turns = 0
         while True:
             try:
                 for _ in range(len(ready)):
-                    callback, args = ready.popleft()
-                    callback(*args)
+                    item = ready.popleft()
+                    if type(item) is tuple:
+                        item[0](*item[1])
+                    else:
+                        item.switch()  # a green thread resumed by resume()
 
                 if timers:
                     now = monotonic()
@@ -302,6 +310,11 @@ class Hub(greenlet):
                         self._cancelled_timers -= 1
 
                 if ready:
+                    # Busy: poll only when an fd wait could be satisfied, and now
+                    # and then for the wakeup pipe, so sleep(0) costs no syscall.
+                    busy_turns += 1
+                    if not self._fd_waiters and busy_turns & 63:
+                        continue
                     timeout = 0.0
                 elif timers:
                     timeout = max(0.0, timers[0][0] - monotonic())
@@ -488,7 +501,7 @@ def wake_all(waiters: list) -> None:
 
 def _wake(glet: greenlet, hub: "Hub") -> None:
     if hub.thread_ident == _real_get_ident():
-        hub._ready.append((glet.switch, ()))
+        hub._ready.append(glet)
     else:
         hub.schedule_threadsafe(glet.switch)
 
