@@ -432,7 +432,7 @@ def _can_be_woken_from_outside() -> bool:
     Ctrl-C's default handler does not count: a program that waits on nothing
     but Ctrl-C is reported as deadlocked.
     """
-    if _real_thread_count():
+    if _real_thread_count() > own_threads:
         return True
     if _real_get_ident() != _main_thread_ident:
         return False
@@ -508,6 +508,7 @@ def _wake(glet: greenlet, hub: "Hub") -> None:
 
 _main_thread_ident = _real_get_ident()
 _state = _real_local()
+own_threads = 0  # greenpatch's own OS threads (tpool workers): they wake hubs only for keepalive work
 
 
 def get_hub() -> Hub:
