@@ -11,7 +11,9 @@ re-keying threading's main thread).  The patcher itself holds no I/O logic.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import sysconfig
 import types
 import warnings
 from dataclasses import dataclass
@@ -64,8 +66,6 @@ def monkey_patch(**flags: bool) -> list[str]:
         chosen = [patch for patch in PATCHES if flags.get(patch.flag, True)]
 
     done = []
-    imported_before = {name for patch in chosen for name in patch.targets
-                       if name in sys.modules and name not in _patched}
     for patch in chosen:
         for name in patch.targets:
             if name in _patched:
@@ -73,7 +73,7 @@ def monkey_patch(**flags: bool) -> list[str]:
             _patch_module(name)
             done.append(name)
     if done:
-        _warn_about_early_imports(imported_before, done)
+        _fix_early_imports(done)
     return done
 
 
@@ -96,30 +96,53 @@ def _patch_module(name: str) -> None:
 _MISSING = object()
 
 
-def _warn_about_early_imports(imported_before: set[str], done: list[str]) -> None:
-    """Warn, by module, about names bound to originals before the patch (``from socket import socket``)."""
-    replaced = {}
+def _fix_early_imports(done: list[str]) -> None:
+    """Handle names bound to originals before the patch (``from socket import socket``).
+
+    In standard-library modules the name is rebound to its green replacement
+    (functools' RLock, socketserver's selector class, ...); elsewhere it is
+    left alone and named in one PatchWarning, since user code may hold an
+    original on purpose.
+    """
+    replacements: dict[int, tuple[Any, str]] = {}
     for name in done:
+        green = _patched[name]
         for attr, value in _originals[name].items():
-            if value is not _MISSING and not isinstance(value, (int, str, bytes, float, types.ModuleType)):
-                replaced[id(value)] = f"{name}.{attr}"
+            if value is _MISSING or isinstance(value, (int, str, bytes, float, types.ModuleType)):
+                continue
+            replacements.setdefault(id(value), (getattr(green, attr), f"{name}.{attr}"))
     holders = []
     for modname, module in list(sys.modules.items()):
-        if module is None or modname in _originals or modname.startswith(("greenpatch", "_")):
+        if module is None or modname in _patched or modname.partition(".")[0] == "greenpatch":
             continue
         namespace = getattr(module, "__dict__", None)
         if not namespace:
             continue
+        in_stdlib = _is_stdlib(module)
         for attr, value in list(namespace.items()):
-            what = replaced.get(id(value))
-            if what is not None and attr != "__builtins__":
-                holders.append(f"{modname}.{attr} ({what})")
+            found = replacements.get(id(value))
+            if found is None or attr.startswith("__"):
+                continue
+            if in_stdlib:
+                namespace[attr] = found[0]
+            else:
+                holders.append(f"{modname}.{attr} ({found[1]})")
     if holders:
         warnings.warn(
             "greenpatch: these names were bound to the original, blocking objects before "
             "monkey_patch() and stay blocking: " + ", ".join(sorted(holders)) +
             ". Patch earlier (python -m greenpatch, or monkey_patch() as the first import).",
             PatchWarning, stacklevel=3)
+
+
+_STDLIB_DIRS = tuple({os.path.join(sysconfig.get_paths()[key], "") for key in ("stdlib", "platstdlib")})
+
+
+def _is_stdlib(module: types.ModuleType) -> bool:
+    """A pure-Python module of the standard library (not site-packages)."""
+    path = getattr(module, "__file__", None) or ""
+    return (path.endswith(".py") and path.startswith(_STDLIB_DIRS)
+            and os.sep + "site-packages" + os.sep not in path)
 
 
 def is_patched(name: str) -> bool:
