@@ -34,6 +34,8 @@ import sys
 import traceback
 from collections import deque
 from itertools import count
+from os import read as _os_read
+from os import write as _os_write
 from time import monotonic
 from typing import Any, Callable, Iterable
 
@@ -108,7 +110,7 @@ class _WakeupReader:
     def switch(self) -> None:
         fd = self.hub._wakeup_read
         try:
-            while os.read(fd, 4096):
+            while _os_read(fd, 4096):
                 pass
         except BlockingIOError:
             pass
@@ -167,7 +169,7 @@ class Hub(greenlet):
         """``schedule`` from any OS thread; wakes the hub through its pipe."""
         self._foreign.append((callback, args))
         try:
-            os.write(self._wakeup_write, b"\0")
+            _os_write(self._wakeup_write, b"\0")
         except BlockingIOError:
             pass  # the pipe is full, so the hub is already due to wake
 

@@ -20,6 +20,10 @@ import errno
 import select
 from typing import Callable, Iterable, Protocol
 
+# Bound now, before any patching: after monkey_patch() select.epoll is green.
+_real_epoll = getattr(select, "epoll", None)
+_real_select = select.select
+
 READ = 1
 WRITE = 4
 
@@ -48,7 +52,7 @@ class EpollPoller:
     """Edge-triggered epoll with one registration per fd for its whole life."""
 
     def __init__(self) -> None:
-        self._epoll = select.epoll()
+        self._epoll = _real_epoll()
 
     def register(self, fd: int) -> bool:
         try:
@@ -95,7 +99,7 @@ class SelectPoller:
 
     def register(self, fd: int) -> bool:
         try:
-            select.select([fd], [], [], 0)
+            _real_select([fd], [], [], 0)
         except (OSError, ValueError):
             return False
         return True
@@ -112,7 +116,7 @@ class SelectPoller:
             if watch.writers:
                 wlist.append(fd)
         try:
-            r, w, x = select.select(rlist, wlist, rlist, None if timeout < 0 else timeout)
+            r, w, x = _real_select(rlist, wlist, rlist, None if timeout < 0 else timeout)
         except OSError as exc:
             if exc.errno != errno.EBADF:
                 raise
@@ -133,6 +137,6 @@ class SelectPoller:
 
 def default_poller(interest: Callable[[], dict]) -> Poller:
     """The best backend this platform has."""
-    if hasattr(select, "epoll"):
+    if _real_epoll is not None:
         return EpollPoller()
     return SelectPoller(interest)
