@@ -42,7 +42,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch("select", ("select", "selectors"), "select.select/poll/epoll and every selectors class"),
     Patch("time", ("time",), "time.sleep"),
     Patch("thread", ("_thread", "threading"), "threads become green threads; locks, RLock, local, Thread"),
-    Patch("queue", ("queue",), "queue.SimpleQueue (Queue and friends are green through threading)"),
+    Patch("queue", ("queue",), "Queue, LifoQueue, PriorityQueue and SimpleQueue"),
 )
 
 _FLAGS = {patch.flag: patch for patch in PATCHES}
@@ -65,6 +65,13 @@ def monkey_patch(**flags: bool) -> list[str]:
     else:
         chosen = [patch for patch in PATCHES if flags.get(patch.flag, True)]
 
+    # Import every target before swapping anything, so the originals saved are
+    # the real ones: ``threading`` first imported after ``_thread`` was patched
+    # would record green objects as its originals.
+    for patch in chosen:
+        for name in patch.targets:
+            if name not in _patched:
+                importlib.import_module(name)
     done = []
     for patch in chosen:
         for name in patch.targets:

@@ -15,9 +15,11 @@ from greenpatch.hub import READ, WRITE, BlockingInHubError, DeadlockError, get_h
 
 
 def nonblocking_pair():
+    """Plain stdlib sockets, announced to the hub as green sockets are (their fd numbers may be reused)."""
     a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
+    for sock in (a, b):
+        sock.setblocking(False)
+        get_hub().forget_fd(sock.fileno())
     return a, b
 
 
