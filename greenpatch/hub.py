@@ -154,6 +154,8 @@ class Hub(greenlet):
                     signal.set_wakeup_fd(previous)
                 else:
                     self._owns_signal_wakeup = True
+                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                    signal.signal(signal.SIGINT, _route_sigint)
 
     # -- the three services ------------------------------------------------
 
@@ -393,6 +395,8 @@ class Hub(greenlet):
         if self._owns_signal_wakeup:
             try:
                 signal.set_wakeup_fd(-1)
+                if signal.getsignal(signal.SIGINT) is _route_sigint:
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
             except ValueError:
                 pass
         self._poller.close()
@@ -428,6 +432,20 @@ def _belongs_to(glet: greenlet, hub: Hub) -> bool:
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
+def _route_sigint(signum: int, frame: Any) -> None:
+    """SIGINT's handler under greenpatch: KeyboardInterrupt goes to the main greenlet.
+
+    With real threads Ctrl-C always interrupts the main thread; a signal
+    handler runs in whichever green thread happens to be executing, and
+    threading's bootstrap would swallow the exception there.
+    """
+    hub = _state.hub
+    current = getcurrent()
+    if current is hub.main or current is hub:
+        raise KeyboardInterrupt
+    hub.schedule(hub._to_main, KeyboardInterrupt())
+
+
 def _can_be_woken_from_outside() -> bool:
     """True if another OS thread or a Python signal handler could still wake a waiter.
 
@@ -443,7 +461,7 @@ def _can_be_woken_from_outside() -> bool:
             handler = signal.getsignal(signum)
         except (OSError, ValueError):
             continue
-        if callable(handler) and handler is not signal.default_int_handler:
+        if callable(handler) and handler is not signal.default_int_handler and handler is not _route_sigint:
             return True
     return False
 

@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "PATCHES", "Patch", "PatchWarning", "monkey_patch", "is_patched", "original", "patched",
+    "record_original",
 ]
 
 
@@ -150,6 +151,11 @@ def _is_stdlib(module: types.ModuleType) -> bool:
     path = getattr(module, "__file__", None) or ""
     return (path.endswith(".py") and path.startswith(_STDLIB_DIRS)
             and os.sep + "site-packages" + os.sep not in path)
+
+
+def record_original(name: str, attr: str, value: Any) -> None:
+    """Remember ``value`` as the original ``name.attr``, for an ``__after_patch__`` that swaps a second module."""
+    _originals.setdefault(name, {}).setdefault(attr, value)
 
 
 def is_patched(name: str) -> bool:

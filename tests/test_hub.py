@@ -321,3 +321,29 @@ def test_fork_child_gets_a_fresh_hub():
         os._exit(0)
     """)
     assert "child 0" in result.stdout, result.stderr
+
+
+def test_ctrl_c_while_another_green_thread_runs_still_reaches_main():
+    code = """
+        import os, signal, sys, threading, time
+        import greenpatch
+        greenpatch.monkey_patch()
+        def busy():
+            # Runs Python code (not waiting) when the signal arrives.
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100000):
+                pass
+            print("busy thread finished", flush=True)
+        worker = threading.Thread(target=busy)
+        try:
+            worker.start()
+            worker.join()
+            time.sleep(5)
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt in main", flush=True)
+            sys.exit(0)
+    """
+    result = run_script(code)
+    assert "busy thread finished" in result.stdout
+    assert "KeyboardInterrupt in main" in result.stdout, result.stderr
+    assert "Exception in thread" not in result.stderr

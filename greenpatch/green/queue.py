@@ -46,7 +46,7 @@ def __after_patch__(queue: Any) -> None:
         except ImportError:
             return
     from greenpatch import patcher
-    patcher._originals.setdefault("_queue", {}).setdefault("SimpleQueue", c_queue.SimpleQueue)
+    patcher.record_original("_queue", "SimpleQueue", c_queue.SimpleQueue)
     c_queue.SimpleQueue = SimpleQueue
     if _GreenQueueFinder not in sys.meta_path:
         sys.meta_path.insert(0, _GreenQueueFinder)
