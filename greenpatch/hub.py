@@ -138,6 +138,10 @@ class Hub(greenlet):
         self._watches: dict[int, FdWatch] = {}
         self._fd_waiters = 0
         self.keepalive = 0  # foreign work in flight (tpool); counts as a possible wakeup
+        # Read by debugging tools from another OS thread (greenpatch.debug): the
+        # loop's turn count and whether it is idle in the poller right now.
+        self.turns = 0
+        self.polling = False
         self._poller = default_poller(lambda: self._watches)
         self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poller.register(self._wakeup_read)
@@ -291,6 +295,7 @@ class Hub(greenlet):
         heappop = heapq.heappop
         busy_turns = 0
         while True:
+            self.turns += 1
             try:
                 for _ in range(len(ready)):
                     item = ready.popleft()
@@ -328,11 +333,15 @@ class Hub(greenlet):
                         self._deadlock()
                         continue
 
+                self.polling = True
                 events = poll(timeout)
+                self.polling = False
             except (KeyboardInterrupt, SystemExit) as exc:
+                self.polling = False
                 self._to_main(exc)
                 continue
             except BaseException:
+                self.polling = False
                 self.handle_error()
                 continue
             for fd, mask in events:
