@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import traceback
+import weakref
 from collections import deque
 from itertools import count
 from os import read as _os_read
@@ -63,13 +64,21 @@ class DeadlockError(RuntimeError):
 
 
 class FdWatch:
-    """The green threads waiting on one fd, per direction."""
+    """The green threads waiting on one fd, per direction, and its readiness hint.
 
-    __slots__ = ("readers", "writers")
+    ``ready`` has the READ/WRITE bit set when the poller reported an edge in
+    that direction since the bit was last cleared.  ``wait_fd`` clears it (its
+    caller just saw EAGAIN); a caller that knows the fd is drained (a short
+    read on a stream socket) may clear it too, and then wait before its next
+    syscall instead of making one that would fail.
+    """
+
+    __slots__ = ("readers", "writers", "ready")
 
     def __init__(self) -> None:
         self.readers: list = []
         self.writers: list = []
+        self.ready = READ | WRITE
 
 
 class Timer:
@@ -202,6 +211,7 @@ class Hub(greenlet):
         current = getcurrent()
         if current is self:
             raise BlockingInHubError("cannot wait for an fd inside the hub (a callback or timer)")
+        watch.ready &= ~direction
         waiters.append(current)
         self._fd_waiters += 1
         if timeout is None:
@@ -350,6 +360,7 @@ class Hub(greenlet):
                     continue
                 # Every event is delivered even if a waiter misbehaves: with
                 # edge-triggered polling a dropped event would never come back.
+                watch.ready |= mask
                 try:
                     if mask & READ and watch.readers:
                         for waiter in tuple(watch.readers):
@@ -537,6 +548,9 @@ def _wake(glet: greenlet, hub: "Hub") -> None:
 
 _main_thread_ident = _real_get_ident()
 _state = _real_local()
+# Every live hub by its OS thread's ident, for debugging tools in other threads
+# (greenpatch.debug); written only when a hub is created.
+hubs: "weakref.WeakValueDictionary[int, Hub]" = weakref.WeakValueDictionary()
 own_threads = 0  # greenpatch's own OS threads (tpool workers): they wake hubs only for keepalive work
 
 
@@ -546,6 +560,7 @@ def get_hub() -> Hub:
         return _state.hub
     except AttributeError:
         hub = _state.hub = Hub()
+        hubs[hub.thread_ident] = hub
         return hub
 
 
