@@ -28,7 +28,7 @@ __all__ = ["main", "build_parser"]
 
 PROG = "python -m greenpatch"
 USAGE = f"{PROG} [options] (script.py | -m module | -) [args ...]"
-_TAKES_VALUE = {"--only"}  # our options that consume the next argument
+_TAKES_VALUE = {"--only", "--block-threshold"}  # our options that consume the next argument
 _FLAGS = [patch.flag for patch in PATCHES]
 
 
@@ -65,10 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--only", metavar="FLAG[,FLAG...]", type=_flag_list,
         help=f"patch only these groups (of: {', '.join(_FLAGS)}); --no-<flag> still removes one")
-    parser.add_argument("--report", action="store_true",
-                        help="print the patched stdlib modules to stderr before running the target")
+    parser.add_argument("--report", nargs="?", const="text", choices=("text", "json"),
+                        help="print what was patched, left alone and still blocking to stderr before "
+                             "running the target (--report=json: as JSON)")
+    parser.add_argument("--block-threshold", metavar="SECONDS", type=_positive_float,
+                        help="report call sites that block the hub longer than this, at exit "
+                             "(as GREENPATCH_BLOCK_THRESHOLD does)")
     parser.add_argument("--version", action="version", version=f"greenpatch {__version__}")
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return value
 
 
 def _flag_list(text: str) -> list[str]:
@@ -121,8 +135,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     enabled = set(opts.only) if opts.only else set(_FLAGS)
     flags = {flag: flag in enabled and getattr(opts, flag) for flag in _FLAGS}
     done = monkey_patch(**flags)
+    if opts.block_threshold is not None:
+        from greenpatch import debug
+        debug.watch_blocking(opts.block_threshold)
     if opts.report:
-        sys.stderr.write(f"greenpatch: patched {', '.join(done) or 'nothing'}\n")
+        from greenpatch.patcher import format_report, report
+        if opts.report == "json":
+            import json
+            sys.stderr.write(json.dumps(report(), indent=1) + "\n")
+        else:
+            sys.stderr.write(format_report())
 
     try:
         if module is not None:

@@ -463,7 +463,8 @@ def _route_sigint(signum: int, frame: Any) -> None:
     current = getcurrent()
     if current is hub.main or current is hub:
         raise KeyboardInterrupt
-    hub.schedule(hub._to_main, KeyboardInterrupt())
+    hub.resume(current)  # this green thread goes on after main has had the interrupt
+    hub._to_main(KeyboardInterrupt())
 
 
 def _can_be_woken_from_outside() -> bool:

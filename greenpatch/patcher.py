@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = [
     "PATCHES", "Patch", "PatchWarning", "monkey_patch", "is_patched", "original", "patched",
-    "record_original",
+    "record_original", "report", "format_report",
 ]
 
 
@@ -49,6 +49,13 @@ PATCHES: tuple[Patch, ...] = (
 _FLAGS = {patch.flag: patch for patch in PATCHES}
 _originals: dict[str, dict[str, Any]] = {}   # module -> {name: original value}, saved once
 _patched: dict[str, types.ModuleType] = {}    # module -> its green twin
+# What report() shows about the calls so far (filled as patching goes, read only by report()).
+_replaced: dict[str, list[str]] = {}          # module -> names swapped
+_lacking: dict[str, list[str]] = {}           # module -> names in __implements__ this Python lacks
+_switched_off: dict[str, str] = {}            # flag -> why it was left alone
+_imported_early: list[str] = []               # targets already in sys.modules before the first patch
+_rebound: list[str] = []                      # stdlib names _fix_early_imports rebound ("mod.attr (socket.socket)")
+_warned: list[str] = []                       # names it warned about
 
 
 def monkey_patch(**flags: bool) -> list[str]:
@@ -69,9 +76,20 @@ def monkey_patch(**flags: bool) -> list[str]:
     # Import every target before swapping anything, so the originals saved are
     # the real ones: ``threading`` first imported after ``_thread`` was patched
     # would record green objects as its originals.
+    for patch in PATCHES:
+        if patch in chosen or is_patched(patch.flag):
+            _switched_off.pop(patch.flag, None)
+        elif flags:
+            if flags.get(patch.flag) is False:
+                _switched_off[patch.flag] = f"switched off: monkey_patch({patch.flag}=False)"
+            else:
+                named = ", ".join(f"{flag}=True" for flag, on in flags.items() if on)
+                _switched_off[patch.flag] = f"not chosen: monkey_patch({named}) patches only those"
     for patch in chosen:
         for name in patch.targets:
             if name not in _patched:
+                if name in sys.modules and name not in _imported_early:
+                    _imported_early.append(name)
                 importlib.import_module(name)
     done = []
     for patch in chosen:
@@ -82,6 +100,9 @@ def monkey_patch(**flags: bool) -> list[str]:
             done.append(name)
     if done:
         _fix_early_imports(done)
+    if os.environ.get("GREENPATCH_BLOCK_THRESHOLD") or os.environ.get("GREENPATCH_DUMP_ON"):
+        from greenpatch import debug
+        debug.install_from_env()
     return done
 
 
@@ -89,9 +110,12 @@ def _patch_module(name: str) -> None:
     green = importlib.import_module(f"greenpatch.green.{name}")
     target = importlib.import_module(name)
     saved = _originals.setdefault(name, {})
+    replaced = _replaced.setdefault(name, [])
     for attr in green.__implements__:
         if not hasattr(green, attr):
+            _lacking.setdefault(name, []).append(attr)
             continue
+        replaced.append(attr)
         if attr not in saved:
             saved[attr] = getattr(target, attr, _MISSING)
         setattr(target, attr, getattr(green, attr))
@@ -133,8 +157,10 @@ def _fix_early_imports(done: list[str]) -> None:
                 continue
             if in_stdlib:
                 namespace[attr] = found[0]
+                _rebound.append(f"{modname}.{attr} ({found[1]})")
             else:
                 holders.append(f"{modname}.{attr} ({found[1]})")
+    _warned.extend(sorted(holders))
     if holders:
         warnings.warn(
             "greenpatch: these names were bound to the original, blocking objects before "
@@ -151,6 +177,84 @@ def _is_stdlib(module: types.ModuleType) -> bool:
     path = getattr(module, "__file__", None) or ""
     return (path.endswith(".py") and path.startswith(_STDLIB_DIRS)
             and os.sep + "site-packages" + os.sep not in path)
+
+
+def _original_holders() -> dict[str, str]:
+    """Every ``module.attr`` outside greenpatch still bound to a saved original, now."""
+    originals: dict[int, str] = {}
+    for name in _patched:
+        for attr, value in _originals.get(name, {}).items():
+            if value is _MISSING or isinstance(value, (int, str, bytes, float, types.ModuleType)):
+                continue
+            if getattr(sys.modules.get(name), attr, None) is value:
+                continue  # not swapped after all (the twin kept the original)
+            originals.setdefault(id(value), f"{name}.{attr}")
+    holders = {}
+    for modname, module in list(sys.modules.items()):
+        if module is None or modname.partition(".")[0] == "greenpatch":
+            continue
+        namespace = getattr(module, "__dict__", None)
+        if not namespace:
+            continue
+        for attr, value in list(namespace.items()):
+            found = originals.get(id(value))
+            if found is not None and not attr.startswith("__"):
+                holders[f"{modname}.{attr}"] = found
+    return dict(sorted(holders.items()))
+
+
+def report() -> dict[str, Any]:
+    """What the patch did, as plain data (``format_report()`` prints it; the CLI's ``--report=json`` dumps it).
+
+    Keys: ``patched`` (module -> names swapped), ``not_patched`` (flag ->
+    why it was left alone), ``not_in_this_python`` (module -> names its twin
+    lists that this Python lacks), ``imported_before_patch`` (targets already
+    imported when patched), ``rebound_in_stdlib`` and ``warned`` (what
+    ``_fix_early_imports`` did), and ``originals_still_referenced``
+    (``module.attr`` -> the original it holds), computed now.
+    """
+    not_patched = {}
+    for patch in PATCHES:
+        if is_patched(patch.flag):
+            continue
+        not_patched[patch.flag] = _switched_off.get(patch.flag, "monkey_patch() not called")
+    return {
+        "patched": {name: list(_replaced.get(name, [])) for name in _patched},
+        "not_patched": not_patched,
+        "not_in_this_python": {name: list(attrs) for name, attrs in _lacking.items()},
+        "imported_before_patch": list(_imported_early),
+        "rebound_in_stdlib": list(_rebound),
+        "warned": list(_warned),
+        "originals_still_referenced": _original_holders(),
+    }
+
+
+def format_report(data: dict[str, Any] | None = None) -> str:
+    """``report()`` as text, one section per key."""
+    data = report() if data is None else data
+    out = [f"greenpatch: patched {', '.join(data['patched']) or 'nothing'}\n"]
+    out.append("patched names:\n")
+    for name, attrs in data["patched"].items():
+        out.append(f"  {name}: {', '.join(attrs)}\n")
+    if not data["patched"]:
+        out.append("  nothing\n")
+    if data["not_patched"]:
+        out.append("left alone:\n")
+        for flag, why in data["not_patched"].items():
+            out.append(f"  {flag} ({', '.join(_FLAGS[flag].targets)}): {why}\n")
+    if data["not_in_this_python"]:
+        out.append(f"not in this Python {sys.version.split()[0]} (listed by the green twin, skipped):\n")
+        for name, attrs in data["not_in_this_python"].items():
+            out.append(f"  {name}: {', '.join(attrs)}\n")
+    out.append(f"imported before the patch: {', '.join(data['imported_before_patch']) or 'none'}\n")
+    if data["rebound_in_stdlib"]:
+        out.append("rebound to green in the standard library (bound before the patch):\n")
+        out.extend(f"  {entry}\n" for entry in data["rebound_in_stdlib"])
+    holders = data["originals_still_referenced"]
+    out.append(f"originals still referenced outside greenpatch: {'none' if not holders else ''}\n")
+    for where, which in holders.items():
+        out.append(f"  {where} -> original {which} (stays blocking)\n")
+    return "".join(out)
 
 
 def record_original(name: str, attr: str, value: Any) -> None:

@@ -188,7 +188,7 @@ def test_options_after_the_script_belong_to_the_script(programs):
 def test_report_lists_the_patched_modules(programs):
     result = run([*CLI, "--report", "--only", "time", "sub/report.py"], cwd=programs)
     assert result.returncode == 0
-    assert result.stderr == "greenpatch: patched time\n"
+    assert result.stderr.startswith("greenpatch: patched time\n")  # then the full report (tests/test_report.py)
 
 
 @pytest.mark.parametrize("argv, expected", [
