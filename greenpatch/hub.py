@@ -343,17 +343,22 @@ class Hub(greenlet):
                         self._deadlock()
                         continue
 
-                self.polling = True
-                events = poll(timeout)
-                self.polling = False
             except (KeyboardInterrupt, SystemExit) as exc:
-                self.polling = False
                 self._to_main(exc)
                 continue
             except BaseException:
-                self.polling = False
                 self.handle_error()
                 continue
+            self.polling = True
+            try:
+                events = poll(timeout)
+            except BaseException as exc:
+                # A Python signal handler ran inside the poll and raised: with
+                # real threads that exception belongs to the main thread.
+                self.polling = False
+                self._to_main(exc)
+                continue
+            self.polling = False
             for fd, mask in events:
                 watch = watches.get(fd)
                 if watch is None:
