@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--block-threshold", metavar="SECONDS", type=_positive_float,
                         help="report call sites that block the hub longer than this, at exit "
                              "(as GREENPATCH_BLOCK_THRESHOLD does)")
+    parser.add_argument("--concurrent-servers", action="store_true",
+                        help="make every socketserver-style server the program creates (TCPServer, "
+                             "HTTPServer, WSGIServer, ...) handle each request in its own green thread")
     parser.add_argument("--version", action="version", version=f"greenpatch {__version__}")
     return parser
 
@@ -135,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     enabled = set(opts.only) if opts.only else set(_FLAGS)
     flags = {flag: flag in enabled and getattr(opts, flag) for flag in _FLAGS}
     done = monkey_patch(**flags)
+    if opts.concurrent_servers:
+        from greenpatch.servers import install
+        install()
     if opts.block_threshold is not None:
         from greenpatch import debug
         debug.watch_blocking(opts.block_threshold)

@@ -1,0 +1,1 @@
+"""Integrations with other tools: ``greenpatch.contrib.gunicorn`` (a gunicorn worker)."""
