@@ -45,11 +45,11 @@ from _thread import _local as _real_local
 from _thread import get_ident as _real_get_ident
 from greenlet import getcurrent, greenlet
 
-from greenpatch.poller import READ, WRITE, default_poller
+from greenpatch.poller import HANGUP, READ, WRITE, default_poller
 
 __all__ = [
     "Hub", "Timer", "get_hub", "park", "wake_one", "wake_all",
-    "BlockingInHubError", "DeadlockError", "READ", "WRITE",
+    "BlockingInHubError", "DeadlockError", "READ", "WRITE", "HANGUP",
 ]
 
 _COMPACT_MIN = 256
@@ -70,7 +70,9 @@ class FdWatch:
     that direction since the bit was last cleared.  ``wait_fd`` clears it (its
     caller just saw EAGAIN); a caller that knows the fd is drained (a short
     read on a stream socket) may clear it too, and then wait before its next
-    syscall instead of making one that would fail.
+    syscall instead of making one that would fail, unless HANGUP is set: that
+    bit sticks, because after a hang-up no further edge may ever come while a
+    read would still return at once (EOF, or the pending error).
     """
 
     __slots__ = ("readers", "writers", "ready")

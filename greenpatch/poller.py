@@ -26,6 +26,7 @@ _real_select = select.select
 
 READ = 1
 WRITE = 4
+HANGUP = 8  # the peer hung up or the fd has an error: reported with READ and WRITE
 
 _EPOLL_FLAGS = 0
 if hasattr(select, "epoll"):
@@ -33,6 +34,7 @@ if hasattr(select, "epoll"):
     # Errors and hang-ups wake both directions: the retried syscall reports them.
     _EPOLL_READ = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
     _EPOLL_WRITE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+    _EPOLL_HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
 
 class Poller(Protocol):
@@ -79,6 +81,8 @@ class EpollPoller:
                 mask = READ
             if events & _EPOLL_WRITE:
                 mask |= WRITE
+            if events & _EPOLL_HANGUP:
+                mask |= HANGUP
             ready.append((fd, mask))
         return ready
 

@@ -21,7 +21,7 @@ import pytest
 
 import greenpatch
 from greenpatch.green import socket as gsocket
-from greenpatch.hub import get_hub
+from greenpatch.hub import READ, get_hub
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -1199,3 +1199,32 @@ def test_patched_blocking_clients_run_concurrently():
         assert time.monotonic() - start < 1.2, "five 0.3 s exchanges should overlap"
         print("OK")
     """)
+
+
+def test_short_read_then_pending_eof_returns_at_once(track):
+    """A short read marks the fd drained; a hang-up reported with the data must still end the next read."""
+    client, server = tcp_pair(track)
+    client.sendall(b"abc")
+    client.shutdown(gsocket.SHUT_WR)
+    greenpatch.sleep(0.05)  # data and FIN are both queued before the first read
+    get_hub().wait_fd(server.fileno(), READ, 1)  # registers the fd: the edge carries the hang-up
+    assert server.recv(100) == b"abc"
+    with greenpatch.Timeout(2):
+        assert server.recv(100) == b""
+
+
+def test_short_read_then_more_data_later_is_received(track):
+    client, server = tcp_pair(track)
+    replies = []
+
+    def reader():
+        for _ in range(3):
+            replies.append(server.recv(100))
+
+    thread = greenpatch.spawn(reader)
+    for chunk in (b"one", b"two", b"three"):
+        client.sendall(chunk)
+        greenpatch.sleep(0.02)
+    with greenpatch.Timeout(2):
+        thread.wait()
+    assert replies == [b"one", b"two", b"three"]

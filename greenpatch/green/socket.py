@@ -47,6 +47,7 @@ from errno import EWOULDBLOCK as _EWOULDBLOCK  # noqa: E402
 from math import ceil as _ceil  # noqa: E402
 from time import monotonic as _monotonic  # noqa: E402
 
+from greenpatch.hub import HANGUP as _HANGUP  # noqa: E402
 from greenpatch.hub import READ as _READ  # noqa: E402
 from greenpatch.hub import WRITE as _WRITE  # noqa: E402
 from greenpatch.hub import _state as _hub_state  # noqa: E402
@@ -57,6 +58,7 @@ __implements__ = ["socket"]
 
 _csock = _csocket.socket
 _c_fileno = _csock.fileno
+_c_type = _csock.type.__get__
 _c_gettimeout = _csock.gettimeout
 _c_settimeout = _csock.settimeout
 _c_setblocking = _csock.setblocking
@@ -92,13 +94,15 @@ class socket(_stdsocket.socket):
     ``socket.socket``.
     """
 
-    __slots__ = ("_timeout",)
+    __slots__ = ("_timeout", "_stream")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None) -> None:
         super().__init__(family, type, proto, fileno)
         hub = _peek_hub()
         if hub is not None:
             hub.forget_fd(_c_fileno(self))
+        # On a stream socket a short read means the receive buffer is drained.
+        self._stream = _c_type(self) & 0xF == SOCK_STREAM
         # The stdlib has just picked the timeout (the default timeout, or 0.0
         # for SOCK_NONBLOCK); keep it here and make the fd non-blocking.
         timeout = _c_gettimeout(self)
@@ -146,7 +150,7 @@ class socket(_stdsocket.socket):
 
     # -- the one place a green socket waits ----------------------------------------
 
-    def _green_io(self, call, direction, args, deadline=None):
+    def _green_io(self, call, direction, args, deadline=None, want=0):
         """Return ``call(*args)``; on EAGAIN wait for ``direction`` on the fd and retry.
 
         Non-blocking sockets re-raise the BlockingIOError.  Otherwise the
@@ -154,14 +158,26 @@ class socket(_stdsocket.socket):
         seconds; by default the socket's timeout from the first EAGAIN on),
         when it raises ``TimeoutError("timed out")``.  A socket closed
         meanwhile raises ``OSError(EBADF)``.
+
+        ``want`` > 0 marks a plain stream read of that many bytes: a shorter,
+        non-empty result means the kernel buffer is drained, so the hub's
+        readiness hint is cleared and the next call waits for an edge instead
+        of making a recv that would fail (``hub.FdWatch``).
         """
-        try:
-            return call(*args)
-        except BlockingIOError:
-            timeout = self._timeout
-            if timeout == 0.0:
-                raise
-        wait_fd = _get_hub().wait_fd
+        hub = _get_hub()
+        timeout = self._timeout
+        watch = hub._watches.get(_c_fileno(self))
+        if watch is None or watch.ready & (direction | _HANGUP) or timeout == 0.0:
+            try:
+                result = call(*args)
+            except BlockingIOError:
+                if timeout == 0.0:
+                    raise
+            else:
+                if want and watch is not None and 0 < (result if result.__class__ is int else len(result)) < want:
+                    watch.ready &= ~direction
+                return result
+        wait_fd = hub.wait_fd
         if timeout is not None and deadline is None:
             deadline = _monotonic() + timeout
         while True:
@@ -173,17 +189,26 @@ class socket(_stdsocket.socket):
                     raise TimeoutError("timed out")
                 wait_fd(_c_fileno(self), direction, remaining, TimeoutError, "timed out")
             try:
-                return call(*args)
+                result = call(*args)
             except BlockingIOError:
-                pass
+                continue
+            if want and 0 < (result if result.__class__ is int else len(result)) < want:
+                watch = hub._watches.get(_c_fileno(self))
+                if watch is not None:
+                    watch.ready &= ~direction
+            return result
 
     # -- receiving ---------------------------------------------------------------
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        return self._green_io(_c_recv, _READ, (self, bufsize, flags))
+        want = bufsize if self._stream and not flags and bufsize.__class__ is int else 0
+        return self._green_io(_c_recv, _READ, (self, bufsize, flags), None, want)
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
-        return self._green_io(_c_recv_into, _READ, (self, buffer, nbytes, flags))
+        want = 0
+        if self._stream and not flags and nbytes.__class__ is int:
+            want = nbytes or (buffer.nbytes if buffer.__class__ is memoryview else 0)
+        return self._green_io(_c_recv_into, _READ, (self, buffer, nbytes, flags), None, want)
 
     def recvfrom(self, bufsize: int, flags: int = 0):
         return self._green_io(_c_recvfrom, _READ, (self, bufsize, flags))
