@@ -17,32 +17,10 @@ from greenpatch.green import select as gselect
 from greenpatch.green import socket as gsocket
 from greenpatch.hub import BlockingInHubError, get_hub
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = [pytest.mark.timeout(20), pytest.mark.usefixtures("no_leftover_waiters")]
 
 TIMEOUT = 0.3
 SLACK = 3.0
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_waiters():
-    yield
-    for _ in range(3):
-        greenpatch.sleep(0)
-    assert get_hub().counts()["fd_waiters"] == 0, "a green thread is still waiting on an fd"
-
-
-@pytest.fixture
-def track():
-    items = []
-    yield items
-    for item in items:
-        if isinstance(item, int):
-            try:
-                os.close(item)
-            except OSError:
-                pass
-        else:
-            item.close()
 
 
 def pair(track):

@@ -15,28 +15,12 @@ from greenpatch.green import selectors as gselectors
 from greenpatch.green import socket as gsocket
 from greenpatch.hub import get_hub
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = [pytest.mark.timeout(20), pytest.mark.usefixtures("no_leftover_waiters")]
 
 TIMEOUT = 0.3
 SLACK = 3.0
 NOT_A_FILE = object()
 NAMES = ["SelectSelector", "PollSelector", "EpollSelector", "DefaultSelector"]
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_waiters():
-    yield
-    for _ in range(3):
-        greenpatch.sleep(0)
-    assert get_hub().counts()["fd_waiters"] == 0, "a green thread is still waiting on an fd"
-
-
-@pytest.fixture
-def track():
-    items = []
-    yield items
-    for item in items:
-        item.close()
 
 
 @pytest.fixture(params=NAMES)

@@ -23,33 +23,10 @@ import greenpatch
 from greenpatch.green import socket as gsocket
 from greenpatch.hub import READ, get_hub
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = [pytest.mark.timeout(20), pytest.mark.usefixtures("no_leftover_waiters")]
 
 TIMEOUT = 0.3      # the short timeout the timeout-mode tests use
 SLACK = 3.0        # generous upper bound on top of it: the machine is shared
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_waiters():
-    yield
-    for _ in range(3):
-        greenpatch.sleep(0)
-    assert get_hub().counts()["fd_waiters"] == 0, "a green thread is still waiting on an fd"
-
-
-@pytest.fixture
-def track():
-    """Sockets (and fds) to close after the test."""
-    socks = []
-    yield socks
-    for sock in socks:
-        if isinstance(sock, int):
-            try:
-                os.close(sock)
-            except OSError:
-                pass
-        else:
-            sock.close()
 
 
 def pair(track, *args):
