@@ -44,6 +44,8 @@ PATCHES: tuple[Patch, ...] = (
     Patch("time", ("time",), "time.sleep"),
     Patch("thread", ("_thread", "threading"), "threads become green threads; locks, RLock, local, Thread"),
     Patch("queue", ("queue",), "Queue, LifoQueue, PriorityQueue and SimpleQueue"),
+    Patch("os", ("os",), "os.read/os.write on pipes, FIFOs and sockets; os.waitpid/os.wait"),
+    Patch("subprocess", ("subprocess",), "Popen: wait, communicate (so run, call, check_output) wait greenly"),
 )
 
 _FLAGS = {patch.flag: patch for patch in PATCHES}
@@ -153,8 +155,8 @@ def _fix_early_imports(done: list[str]) -> None:
         in_stdlib = _is_stdlib(module)
         for attr, value in list(namespace.items()):
             found = replacements.get(id(value))
-            if found is None or attr.startswith("__"):
-                continue
+            if found is None or attr.startswith("__") or getattr(value, "__module__", None) == modname:
+                continue  # (the C module that defines the original, e.g. posix.read, _socket.gethostbyname)
             if in_stdlib:
                 namespace[attr] = found[0]
                 _rebound.append(f"{modname}.{attr} ({found[1]})")
@@ -198,7 +200,7 @@ def _original_holders() -> dict[str, str]:
             continue
         for attr, value in list(namespace.items()):
             found = originals.get(id(value))
-            if found is not None and not attr.startswith("__"):
+            if found is not None and not attr.startswith("__") and getattr(value, "__module__", None) != modname:
                 holders[f"{modname}.{attr}"] = found
     return dict(sorted(holders.items()))
 

@@ -56,6 +56,7 @@ class ThreadPool:
         self._lock = _real_lock()
         self._workers = 0
         self._idle = 0
+        self._queued = 0  # submitted, not yet taken by a worker
 
     def execute(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``func(*args, **kwargs)`` in a worker; return its result or raise its exception."""
@@ -71,7 +72,8 @@ class ThreadPool:
 
     def _submit(self, job: _Job) -> None:
         with self._lock:
-            start = self._idle == 0 and self._workers < self.size
+            self._queued += 1
+            start = self._queued > self._idle and self._workers < self.size
             if start:
                 self._workers += 1
                 _hub.own_threads += 1
@@ -96,6 +98,7 @@ class ThreadPool:
                 continue
             with self._lock:
                 self._idle -= 1
+                self._queued -= 1
             try:
                 job.result = job.func(*job.args, **job.kwargs)
             except BaseException as exc:

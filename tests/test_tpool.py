@@ -72,3 +72,13 @@ def test_timeout_while_waiting_for_a_worker_leaves_the_hub_consistent():
             tpool.execute(time.sleep, 0.1)
     greenpatch.sleep(0.2)  # the abandoned job finishes and releases its keepalive
     assert greenpatch.get_hub().keepalive == 0
+
+
+def test_queued_jobs_start_new_workers_even_when_one_is_idle():
+    pool = tpool.ThreadPool(size=10)
+    pool.execute(lambda: None)  # leaves one idle worker behind
+    start = time.monotonic()
+    threads = [greenpatch.spawn(pool.execute, time.sleep, 0.2) for _ in range(10)]
+    for thread in threads:
+        thread.wait()
+    assert time.monotonic() - start < 10 * 0.2 / 2

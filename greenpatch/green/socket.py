@@ -22,8 +22,10 @@ Invariant (hub.py, ``forget_fd``): a socket forgets its fd on the hub when it
 takes an fd (creation, accept, ``fileno=``, fromfd, socketpair, dup) and
 before it lets go of one (close, detach).  Green threads waiting on a socket
 that is closed get ``OSError(EBADF)``; a reused fd number starts clean.
-Resolution (``getaddrinfo`` and friends, and the lookups ``connect`` does for
-host names) is still the real, blocking resolver.
+Name lookups (``getaddrinfo``, ``gethostbyname(_ex)``, ``gethostbyaddr``,
+``getnameinfo``) run in ``greenpatch.tpool`` worker threads, numeric addresses
+excepted; the lookup the C ``connect``/``sendto`` does for a host name is
+still the real, blocking one.
 """
 
 from __future__ import annotations
@@ -465,3 +467,82 @@ def _rebind_helpers() -> None:
 
 
 _rebind_helpers()
+
+
+# -- name resolution off the hub ------------------------------------------------
+# The resolver (getaddrinfo and friends) blocks in C, so each lookup runs the
+# stdlib function in a real OS thread of greenpatch.tpool and only the calling
+# green thread waits; errors (gaierror, herror, ...) are raised from the
+# worker and carried back unchanged.  A numeric address needs no resolver and
+# skips the pool.
+
+from greenpatch import tpool as _tpool  # noqa: E402
+
+__implements__ += ["getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo"]
+
+_real_getaddrinfo = _original("socket", "getaddrinfo")
+_real_gethostbyname = _original("socket", "gethostbyname")
+_real_gethostbyname_ex = _original("socket", "gethostbyname_ex")
+_real_gethostbyaddr = _original("socket", "gethostbyaddr")
+_real_getnameinfo = _original("socket", "getnameinfo")
+_inet_pton = _csocket.inet_pton
+
+
+def _is_numeric_host(host) -> bool:
+    """True for None and a literal IPv4/IPv6 address (no scope id): nothing to resolve."""
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+    if not isinstance(host, str):
+        return False
+    for family in (AF_INET, AF_INET6):
+        try:
+            _inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
+def _is_numeric_port(port) -> bool:
+    return port is None or isinstance(port, int) or (isinstance(port, (str, bytes)) and port.isdigit())
+
+
+def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+    if _is_numeric_host(host) and _is_numeric_port(port):
+        return _real_getaddrinfo(host, port, family, type, proto, flags)
+    return _tpool.execute(_real_getaddrinfo, host, port, family, type, proto, flags)
+
+
+def gethostbyname(hostname, /):
+    if isinstance(hostname, str):
+        try:
+            _inet_pton(AF_INET, hostname)
+        except (OSError, ValueError):
+            pass
+        else:
+            return _real_gethostbyname(hostname)
+    return _tpool.execute(_real_gethostbyname, hostname)
+
+
+def gethostbyname_ex(hostname, /):
+    return _tpool.execute(_real_gethostbyname_ex, hostname)
+
+
+def gethostbyaddr(ip_address, /):
+    return _tpool.execute(_real_gethostbyaddr, ip_address)
+
+
+def getnameinfo(sockaddr, flags, /):
+    if flags & NI_NUMERICHOST and flags & NI_NUMERICSERV:
+        return _real_getnameinfo(sockaddr, flags)
+    return _tpool.execute(_real_getnameinfo, sockaddr, flags)
+
+
+for _name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo"):
+    globals()[_name].__doc__ = getattr(_stdsocket, _name).__doc__
+del _name

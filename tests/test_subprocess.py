@@ -1,0 +1,121 @@
+"""Green subprocess under the global patch (run in child interpreters; the pytest process stays unpatched)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def child(code: str) -> dict:
+    prelude = textwrap.dedent("""
+        import greenpatch
+        greenpatch.monkey_patch()
+        import json, subprocess, sys, threading, time
+
+        class Heartbeat:
+            def __init__(self):
+                self.lateness = []
+                self.stop = False
+                self.thread = threading.Thread(target=self.run)
+                self.thread.start()
+
+            def run(self):
+                last = time.monotonic()
+                while not self.stop:
+                    time.sleep(0.01)
+                    now = time.monotonic()
+                    self.lateness.append(now - last - 0.01)
+                    last = now
+
+            def done(self):
+                self.stop = True
+                self.thread.join()
+                return {"beats": len(self.lateness), "late": max(self.lateness)}
+    """)
+    result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_green_popen_is_a_subclass_and_is_what_run_uses():
+    out = child("""
+        from greenpatch.green import subprocess as green
+        import greenpatch.patcher as patcher
+        print(json.dumps({"popen": subprocess.Popen is green.Popen,
+                          "sub": issubclass(subprocess.Popen, patcher.original("subprocess", "Popen")),
+                          "holders": patcher.report()["originals_still_referenced"]}))
+    """)
+    assert out == {"popen": True, "sub": True, "holders": {}}
+
+
+@pytest.mark.parametrize("call", [
+    "subprocess.run(['sleep', '0.5'])",
+    "subprocess.call(['sleep', '0.5'])",
+    "subprocess.check_output(['sh', '-c', 'sleep 0.5; echo hi'])",
+    "subprocess.run(['sh', '-c', 'sleep 0.5; echo hi'], capture_output=True)",
+    "subprocess.run(['sh', '-c', 'sleep 0.5; cat'], input=b'x' * 300000, stdout=subprocess.PIPE)",
+    "subprocess.Popen(['sh', '-c', 'sleep 0.5; cat'], stdin=subprocess.PIPE,"
+    " stdout=subprocess.DEVNULL).communicate(b'x' * 300000)",
+    "subprocess.Popen(['sleep', '0.5']).wait()",
+    "subprocess.Popen(['sleep', '0.5']).wait(timeout=5)",
+    "subprocess.Popen(['sh', '-c', 'sleep 0.5; echo hi'], stdout=subprocess.PIPE).communicate(timeout=5)",
+])
+def test_waits_keep_a_heartbeat_on_time(call):
+    out = child(f"""
+        beat = Heartbeat()
+        start = time.monotonic()
+        result = {call}
+        elapsed = time.monotonic() - start
+        print(json.dumps(dict(beat.done(), elapsed=elapsed)))
+    """)
+    print(call, out)
+    assert out["elapsed"] >= 0.4
+    assert out["beats"] >= 10
+    assert out["late"] < 0.150
+
+
+def test_results_and_errors_match_the_stdlib():
+    out = child("""
+        res = {}
+        res["out"] = subprocess.check_output(["sh", "-c", "echo out; echo err >&2"], stderr=subprocess.STDOUT).decode()
+        res["rc"] = subprocess.call(["sh", "-c", "exit 3"])
+        try:
+            subprocess.check_call(["false"])
+        except subprocess.CalledProcessError as exc:
+            res["called"] = exc.returncode
+        try:
+            subprocess.run(["sleep", "5"], timeout=0.2)
+        except subprocess.TimeoutExpired as exc:
+            res["timeout"] = exc.timeout
+        proc = subprocess.Popen(["sleep", "5"])
+        try:
+            proc.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            res["wait_timeout"] = True
+        proc.kill()
+        res["killed"] = proc.wait()
+        res["echo"] = subprocess.run(["cat"], input=b"abc", capture_output=True).stdout.decode()
+        print(json.dumps(res))
+    """)
+    assert 0.1 < out.pop("timeout") <= 0.2  # CPython reports the time left of the 0.2 s
+    assert out == {"out": "out\nerr\n", "rc": 3, "called": 1,
+                   "wait_timeout": True, "killed": -9, "echo": "abc"}
+
+
+def test_ten_concurrent_runs_overlap():
+    out = child("""
+        beat = Heartbeat()
+        start = time.monotonic()
+        threads = [threading.Thread(target=subprocess.run, args=(["sleep", "0.3"],)) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(json.dumps(dict(beat.done(), elapsed=time.monotonic() - start)))
+    """)
+    print(out)
+    assert 0.3 <= out["elapsed"] < 3
+    assert out["late"] < 0.150
