@@ -335,7 +335,7 @@ def _greenlets(hub: Any) -> Iterator[greenlet]:
 
 def run_info(all_hubs: bool = False) -> list[dict[str, Any]]:
     """The data ``format_run_info`` prints: one dict per hub, with its green threads."""
-    current_hub = _hub._state.__dict__.get("hub")
+    current_hub = _hub.peek_hub()
     if all_hubs:
         hubs = list(_hub.hubs.values())
     else:

@@ -48,7 +48,7 @@ from greenlet import getcurrent, greenlet
 from greenpatch.poller import HANGUP, READ, WRITE, default_poller
 
 __all__ = [
-    "Hub", "Timer", "get_hub", "park", "wake_one", "wake_all",
+    "Hub", "Timer", "get_hub", "peek_hub", "park", "wake_one", "wake_all",
     "BlockingInHubError", "DeadlockError", "READ", "WRITE", "HANGUP",
 ]
 
@@ -242,18 +242,23 @@ class Hub(greenlet):
         if current is self:
             raise BlockingInHubError("cannot wait for an fd inside the hub (a callback or timer)")
         lists = []
-        for fds, direction in ((reads, READ), (writes, WRITE)):
-            for fd in fds:
-                # Re-arm each registration: these fds may belong to objects that
-                # close without telling the hub, and this path is not the hot one.
-                watch = self._watch(fd)
-                if watch is None:
-                    for waiters in lists:
-                        waiters.remove(current)
-                    return True  # a regular file is always ready
-                waiters = watch.readers if direction == READ else watch.writers
-                waiters.append(current)
-                lists.append(waiters)
+        try:
+            for fds, direction in ((reads, READ), (writes, WRITE)):
+                for fd in fds:
+                    # Re-arm each registration: these fds may belong to objects that
+                    # close without telling the hub, and this path is not the hot one.
+                    watch = self._watch(fd)
+                    if watch is None:
+                        for waiters in lists:
+                            waiters.remove(current)
+                        return True  # a regular file is always ready
+                    waiters = watch.readers if direction == READ else watch.writers
+                    waiters.append(current)
+                    lists.append(waiters)
+        except BaseException:
+            for waiters in lists:  # EBADF or ENOMEM half-way: leave no stale waiter behind
+                waiters.remove(current)
+            raise
         self._fd_waiters += 1
         timer = None if timeout is None else self.call_later(timeout, current.switch)
         timed_out = False
@@ -560,6 +565,11 @@ _state = _real_local()
 # (greenpatch.debug); written only when a hub is created.
 hubs: "weakref.WeakValueDictionary[int, Hub]" = weakref.WeakValueDictionary()
 own_threads = 0  # greenpatch's own OS threads (tpool workers): they wake hubs only for keepalive work
+
+
+def peek_hub() -> Hub | None:
+    """The calling OS thread's hub if it has one; never creates one (closing a socket must not)."""
+    return getattr(_state, "hub", None)
 
 
 def get_hub() -> Hub:

@@ -30,9 +30,9 @@ HANGUP = 8  # the peer hung up or the fd has an error: reported with READ and WR
 
 _EPOLL_FLAGS = 0
 if hasattr(select, "epoll"):
-    _EPOLL_FLAGS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+    _EPOLL_FLAGS = select.EPOLLIN | select.EPOLLPRI | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
     # Errors and hang-ups wake both directions: the retried syscall reports them.
-    _EPOLL_READ = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+    _EPOLL_READ = select.EPOLLIN | select.EPOLLPRI | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
     _EPOLL_WRITE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
     _EPOLL_HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 

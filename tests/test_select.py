@@ -172,9 +172,6 @@ def test_select_reports_exceptional_conditions_that_are_ready(track):
     assert gselect.select([], [], [server], 1) == ([], [], [server])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the hub's epoll registration has no EPOLLPRI, so out-of-band data arriving during the wait "
-    "does not wake select(); it is seen once something else does (see the select module docstring)"))
 def test_select_wakes_for_out_of_band_data_arriving_later(track):
     with gsocket.create_server(("127.0.0.1", 0)) as listener:
         client = gsocket.create_connection(listener.getsockname())

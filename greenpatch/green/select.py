@@ -18,8 +18,8 @@ zero-timeout call works anywhere.
 Besides readiness, a wait on the hub ends when one of its fds is closed by a
 green socket; the re-check then reports that as the stdlib does (EBADF from
 select, POLLNVAL from poll, ValueError from a closed epoll).  The exceptional
-list of select() is waited on as readability, so out-of-band data that does
-not also make the fd readable is only seen when something else wakes the call.
+list of select() is waited on as readability; the hub's registration includes
+EPOLLPRI, so out-of-band data arriving during the wait wakes the call.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from operator import index as _index  # noqa: E402
 from time import monotonic as _monotonic  # noqa: E402
 
 from greenpatch.hub import READ as _READ  # noqa: E402
-from greenpatch.hub import _state as _hub_state  # noqa: E402
+from greenpatch.hub import peek_hub as _peek_hub  # noqa: E402
 from greenpatch.hub import get_hub as _get_hub  # noqa: E402
 
 _real_select = _stdselect.select
@@ -108,10 +108,6 @@ def _epoll_timeout(timeout, real_poll, maxevents):
 
 class _Expired(Exception):
     """A wait_fd timeout inside epoll.poll(), which returns [] instead."""
-
-
-def _peek_hub(_state=_hub_state):
-    return getattr(_state, "hub", None)
 
 
 def _forget(fd: int) -> None:

@@ -52,7 +52,7 @@ from time import monotonic as _monotonic  # noqa: E402
 from greenpatch.hub import HANGUP as _HANGUP  # noqa: E402
 from greenpatch.hub import READ as _READ  # noqa: E402
 from greenpatch.hub import WRITE as _WRITE  # noqa: E402
-from greenpatch.hub import _state as _hub_state  # noqa: E402
+from greenpatch.hub import peek_hub as _peek_hub  # noqa: E402
 from greenpatch.hub import get_hub as _get_hub  # noqa: E402
 from greenpatch.patcher import original as _original  # noqa: E402
 
@@ -82,11 +82,6 @@ _POLLOUT = _select.POLLOUT
 # connect_ex() results that mean "not done yet"; EAGAIN is AF_UNIX's "listener backlog full".
 _CONNECT_PENDING = frozenset((_EINPROGRESS, _EALREADY, _EAGAIN))
 _UNSURE = object()
-
-
-def _peek_hub(_state=_hub_state):
-    """The calling thread's hub, or None: closing a socket must not create a hub."""
-    return getattr(_state, "hub", None)
 
 
 class socket(_stdsocket.socket):
