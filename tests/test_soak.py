@@ -1,4 +1,4 @@
-"""The soak run's short form (about a minute): left out by default, run with ``pytest -m slow``."""
+"""The soak run's short form (about a minute), part of the default run and so of CI; the long form is ``python -m tests.soak --minutes N``."""
 
 import subprocess
 import sys
@@ -9,7 +9,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_soak_one_minute():
     result = subprocess.run([sys.executable, "-m", "tests.soak", "--minutes", "1", "--connections", "50"],
