@@ -1,0 +1,5 @@
+import sys
+
+from tests.stdlib.runner import main
+
+sys.exit(main())
