@@ -296,14 +296,6 @@ def _safe_repr(obj: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _belongs_to(glet: greenlet, hub: Any) -> bool:
-    while glet is not None:
-        if glet is hub or glet is hub.main:
-            return True
-        glet = glet.parent
-    return False
-
-
 def _thread_name(glet: greenlet, hub: Any) -> str:
     threading = sys.modules.get("threading")
     ident = hub.thread_ident if glet is hub.main else id(glet)
@@ -329,7 +321,7 @@ def _greenlets(hub: Any) -> Iterator[greenlet]:
     yield hub.main
     for obj in gc.get_objects():
         if isinstance(obj, greenlet) and obj is not hub and obj is not hub.main \
-                and not obj.dead and _belongs_to(obj, hub):
+                and not obj.dead and _hub.belongs_to(obj, hub):
             yield obj
 
 

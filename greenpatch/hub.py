@@ -440,7 +440,7 @@ def describe_waiters(hub: Hub) -> str:
     """One line per suspended green thread of ``hub``: its name and where it waits."""
     lines = []
     for obj in gc.get_objects():
-        if not isinstance(obj, greenlet) or obj is hub or obj.dead or not _belongs_to(obj, hub):
+        if not isinstance(obj, greenlet) or obj is hub or obj.dead or not belongs_to(obj, hub):
             continue
         where = "not started"
         if obj.gr_frame is not None:
@@ -453,7 +453,8 @@ def describe_waiters(hub: Hub) -> str:
     return "\n".join(lines)
 
 
-def _belongs_to(glet: greenlet, hub: Hub) -> bool:
+def belongs_to(glet: greenlet, hub: Hub) -> bool:
+    """True if ``glet`` is ``hub``'s main greenlet, the hub, or runs under it."""
     while glet is not None:
         if glet is hub or glet is hub.main:
             return True
