@@ -31,11 +31,17 @@ class PatchWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Patch:
-    """One switch of ``monkey_patch``: the stdlib modules it makes green, in order."""
+    """One switch of ``monkey_patch``: the stdlib modules it makes green, in order.
+
+    ``on_import`` targets (costly to import, rarely used: ssl, asyncio, ...)
+    are not imported by ``monkey_patch``: one already imported is patched at
+    once, any other when something first imports it (a wrapt post-import hook).
+    """
 
     flag: str
     targets: tuple[str, ...]
     summary: str
+    on_import: bool = False
 
 
 PATCHES: tuple[Patch, ...] = (
@@ -51,6 +57,7 @@ PATCHES: tuple[Patch, ...] = (
 _FLAGS = {patch.flag: patch for patch in PATCHES}
 _originals: dict[str, dict[str, Any]] = {}   # module -> {name: original value}, saved once
 _patched: dict[str, types.ModuleType] = {}    # module -> its green twin
+_awaiting_import: set[str] = set()            # on_import targets whose post-import hook is registered
 # What report() shows about the calls so far (filled as patching goes, read only by report()).
 _replaced: dict[str, list[str]] = {}          # module -> names swapped
 _lacking: dict[str, list[str]] = {}           # module -> names in __implements__ this Python lacks
@@ -92,11 +99,15 @@ def monkey_patch(**flags: bool) -> list[str]:
             if name not in _patched:
                 if name in sys.modules and name not in _imported_early:
                     _imported_early.append(name)
-                importlib.import_module(name)
+                if not patch.on_import:
+                    importlib.import_module(name)
     done = []
     for patch in chosen:
         for name in patch.targets:
-            if name in _patched:
+            if name in _patched or name in _awaiting_import:
+                continue
+            if patch.on_import and name not in sys.modules:
+                _patch_on_import(name)
                 continue
             _patch_module(name)
             done.append(name)
@@ -128,6 +139,19 @@ def _patch_module(name: str) -> None:
 
 
 _MISSING = object()
+
+
+def _patch_on_import(name: str) -> None:
+    """Patch ``name`` right after its first import, wherever that happens."""
+    import wrapt
+
+    def hook(module: types.ModuleType) -> None:
+        _awaiting_import.discard(name)
+        if name not in _patched:
+            _patch_module(name)
+
+    _awaiting_import.add(name)
+    wrapt.register_post_import_hook(hook, name)
 
 
 def _fix_early_imports(done: list[str]) -> None:
@@ -208,7 +232,8 @@ def _original_holders() -> dict[str, str]:
 def report() -> dict[str, Any]:
     """What the patch did, as plain data (``format_report()`` prints it; the CLI's ``--report=json`` dumps it).
 
-    Keys: ``patched`` (module -> names swapped), ``not_patched`` (flag ->
+    Keys: ``patched`` (module -> names swapped), ``patched_on_import`` (targets
+    that will be patched when first imported), ``not_patched`` (flag ->
     why it was left alone), ``not_in_this_python`` (module -> names its twin
     lists that this Python lacks), ``imported_before_patch`` (targets already
     imported when patched), ``rebound_in_stdlib`` and ``warned`` (what
@@ -222,6 +247,7 @@ def report() -> dict[str, Any]:
         not_patched[patch.flag] = _switched_off.get(patch.flag, "monkey_patch() not called")
     return {
         "patched": {name: list(_replaced.get(name, [])) for name in _patched},
+        "patched_on_import": sorted(_awaiting_import),
         "not_patched": not_patched,
         "not_in_this_python": {name: list(attrs) for name, attrs in _lacking.items()},
         "imported_before_patch": list(_imported_early),
@@ -240,6 +266,8 @@ def format_report(data: dict[str, Any] | None = None) -> str:
         out.append(f"  {name}: {', '.join(attrs)}\n")
     if not data["patched"]:
         out.append("  nothing\n")
+    if data.get("patched_on_import"):
+        out.append(f"patched when first imported (not imported yet): {', '.join(data['patched_on_import'])}\n")
     if data["not_patched"]:
         out.append("left alone:\n")
         for flag, why in data["not_patched"].items():
@@ -267,8 +295,8 @@ def record_original(name: str, attr: str, value: Any) -> None:
 def is_patched(name: str) -> bool:
     """True if the stdlib module ``name`` (or the flag of that name) has been patched."""
     if name in _FLAGS:
-        return all(target in _patched for target in _FLAGS[name].targets)
-    return name in _patched
+        return all(target in _patched or target in _awaiting_import for target in _FLAGS[name].targets)
+    return name in _patched or name in _awaiting_import
 
 
 def patched() -> list[str]:

@@ -169,3 +169,24 @@ def test_originals_are_the_stdlib_objects_when_threading_is_imported_by_the_patc
         print(json.dumps({name: getattr(original("threading", name), "__module__", "") for name in names}))
     """)
     assert not [name for name, module in result.items() if module.startswith("greenpatch")], result
+
+
+def test_on_import_targets_are_patched_when_first_imported_not_before(tmp_path):
+    (tmp_path / "lazymod.py").write_text("def block():\n    return 'original'\n")
+    result = in_child("""
+        import json, sys, types
+        from greenpatch import patcher
+        twin = types.ModuleType("greenpatch.green.lazymod")
+        twin.__implements__ = ["block"]
+        twin.block = lambda: "green"
+        sys.modules["greenpatch.green.lazymod"] = twin
+        patcher.PATCHES += (patcher.Patch("lazy", ("lazymod",), "test", on_import=True),)
+        patcher._FLAGS["lazy"] = patcher.PATCHES[-1]
+        before = [patcher.monkey_patch(lazy=True), "lazymod" in sys.modules, patcher.is_patched("lazy"),
+                  patcher.report()["patched_on_import"]]
+        import lazymod
+        after = [lazymod.block(), patcher.original("lazymod", "block")(), patcher.report()["patched_on_import"],
+                 patcher.monkey_patch(lazy=True)]
+        print(json.dumps([before, after]))
+    """, cwd=tmp_path)
+    assert result == [[[], False, True, ["lazymod"]], ["green", "original", [], []]]
