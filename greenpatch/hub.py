@@ -134,12 +134,14 @@ class _WakeupReader:
 class Hub(greenlet):
     """The event loop of one OS thread; get it with ``get_hub()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, main: greenlet | None = None) -> None:
         root = getcurrent()
         while root.parent is not None:
             root = root.parent
         super().__init__(parent=root)
-        self.main = root
+        # The green thread that gets KeyboardInterrupt and DeadlockError: the
+        # OS thread's root greenlet, except in a child forked from a green thread.
+        self.main = root if main is None else main
         self.thread_ident = _real_get_ident()
         self._ready: deque = deque()
         self._foreign: deque = deque()
@@ -304,7 +306,8 @@ class Hub(greenlet):
 
     # -- the loop ------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, *_result: Any) -> None:
+        # (``_result``: a green thread that ends before the hub first ran passes its result here.)
         ready = self._ready
         timers = self._timers
         watches = self._watches
@@ -396,6 +399,8 @@ class Hub(greenlet):
 
     def _to_main(self, exc: BaseException) -> None:
         if self.main.dead:
+            if self.main is not self.parent:
+                _end_forked_child(self, exc)
             raise exc
         self.main.throw(exc)
 
@@ -584,7 +589,13 @@ def get_hub() -> Hub:
 
 
 def _after_fork_in_child() -> None:
-    """The child keeps only the green thread that forked; it gets a fresh hub."""
+    """The child keeps only the green thread that forked; it gets a fresh hub.
+
+    Forked from a green thread other than main, that thread becomes the
+    child's main thread (as ``threading`` sees it too): the parent's main
+    greenlet never runs again here, and the child ends when its green
+    threads have, as a process whose last real thread exits.
+    """
     global _main_thread_ident
     old = getattr(_state, "hub", None)
     _main_thread_ident = _real_get_ident()
@@ -594,7 +605,33 @@ def _after_fork_in_child() -> None:
     old.close()
     current = getcurrent()
     if current is not old.main and current is not old:
-        current.parent = get_hub()
+        hub = _state.hub = Hub(main=current)
+        hubs[hub.thread_ident] = hub
+        current.parent = hub
+
+
+def _end_forked_child(hub: Hub, exc: BaseException) -> None:
+    """The forking green thread of this child has ended and ``exc`` found no one to go to: exit.
+
+    Nothing left to run ends the process with status 0, as when the last
+    thread of a process exits; green threads stuck for good, or an interrupt,
+    are reported on stderr and end it with status 1.  Python-level buffers
+    are flushed; atexit handlers do not run (they do not after fork either).
+    """
+    status = 0
+    if not isinstance(exc, DeadlockError) or describe_waiters(hub):
+        status = 1
+        try:
+            sys.stderr.write(f"greenpatch: in a child forked from a green thread, after that thread ended: "
+                             f"{type(exc).__name__}: {exc}\n")
+        except Exception:
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -347,3 +347,58 @@ def test_ctrl_c_while_another_green_thread_runs_still_reaches_main():
     assert "busy thread finished" in result.stdout
     assert "KeyboardInterrupt in main" in result.stdout, result.stderr
     assert "Exception in thread" not in result.stderr
+
+
+FORK_FROM_A_GREEN_THREAD = """
+    import os, sys, threading, time, atexit
+    import greenpatch
+    greenpatch.monkey_patch()
+    atexit.register(lambda: print("atexit", "child" if os.getpid() != parent else "parent", flush=True))
+    parent = os.getpid()
+    stop = threading.Event()
+
+    def ticker():  # a parent thread: it must never run in the child
+        while not stop.wait(0.005):
+            if os.getpid() != parent:
+                print("ticker ran in the child", flush=True)
+
+    def forker():
+        pid = os.fork()
+        if pid == 0:
+            print("child main thread:", threading.main_thread().name, flush=True)
+            CHILD_BODY
+            return
+        _, status = os.waitpid(pid, 0)
+        print("child status", os.waitstatus_to_exitcode(status), flush=True)
+
+    tick = threading.Thread(target=ticker, name="ticker")
+    tick.start()
+    t = threading.Thread(target=forker, name="forker")
+    t.start()
+    t.join()
+    stop.set()
+    tick.join()
+    print("parent main done", flush=True)
+"""
+
+
+def test_fork_from_a_green_thread_continues_only_that_thread_and_exits_when_it_ends():
+    body = ("late = threading.Thread(target=lambda: (time.sleep(0.05), print('new child thread done', flush=True)))\n"
+            "            late.start()")
+    result = run_script(FORK_FROM_A_GREEN_THREAD.replace("CHILD_BODY", body))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # As with real threads: the forking thread is the child's main thread, the child's own
+    # thread finishes, the child exits 0 without atexit; the parent's main and ticker never run there.
+    assert lines == ["child main thread: forker", "new child thread done", "child status 0",
+                     "parent main done", "atexit parent"], result.stdout + result.stderr
+    assert "DeadlockError" not in result.stderr, result.stderr
+
+
+def test_fork_from_a_green_thread_whose_child_threads_are_stuck_reports_and_exits_1():
+    body = "threading.Thread(target=threading.Event().wait, name='stuck-in-child').start()"
+    result = run_script(FORK_FROM_A_GREEN_THREAD.replace("CHILD_BODY", body))
+    assert result.returncode == 0, result.stderr
+    assert "child status 1" in result.stdout, result.stdout + result.stderr
+    assert "stuck-in-child" in result.stderr and "DeadlockError" in result.stderr, result.stderr
+    assert "ticker ran in the child" not in result.stdout
