@@ -208,7 +208,7 @@ def sleep(seconds: float = 0) -> None:
         return
     timer = hub.call_later(seconds, current.switch)
     try:
-        while timer.callback is not None:
+        while timer.pending:
             hub.switch()
     finally:
         timer.cancel()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import errno
 import gc
-import heapq
+from heapq import heapify, heappop, heappush
 import os
 import signal
 import sys
@@ -35,6 +35,7 @@ import traceback
 import weakref
 from collections import deque
 from itertools import count
+from operator import itemgetter
 from os import read as _os_read
 from os import write as _os_write
 from time import monotonic
@@ -45,7 +46,7 @@ from _thread import _local as _real_local
 from _thread import get_ident as _real_get_ident
 from greenlet import getcurrent, greenlet
 
-from greenpatch.poller import HANGUP, READ, WRITE, default_poller
+from greenpatch.poller import HANGUP, READ, WAKES_READERS, WAKES_WRITERS, WRITE, default_poller
 
 __all__ = [
     "Hub", "Timer", "get_hub", "peek_hub", "park", "wake_one", "wake_all",
@@ -83,31 +84,43 @@ class FdWatch:
         self.ready = READ | WRITE
 
 
-class Timer:
-    """A callback due at ``deadline`` (monotonic seconds); ``cancel()`` is O(1)."""
+class Timer(list):
+    """A callback due at ``deadline`` (monotonic seconds); ``cancel()`` is O(1).
 
-    __slots__ = ("hub", "deadline", "callback", "args")
+    A Timer is its own entry in its hub's heap, ``[deadline, seq, callback,
+    args, hub]``: the unique ``seq`` keeps equal deadlines in creation order
+    and ends every comparison before it reaches the callback.  A cancelled
+    timer stays in the heap, callback None, until it comes due or the hub
+    compacts the heap (when over half of it is cancelled).
+    """
 
-    def __init__(self, hub: "Hub", deadline: float, callback: Callable, args: tuple) -> None:
-        self.hub = hub
-        self.deadline = deadline
-        self.callback: Callable | None = callback
-        self.args = args
+    __slots__ = ()
+    # Identity semantics, not a list's: timers are hashable and equal only to themselves.
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+    deadline = property(itemgetter(0), doc="When the callback is due (``time.monotonic()`` seconds).")
+    callback = property(itemgetter(2), doc="The callback, or None once fired or cancelled.")
+    args = property(itemgetter(3), doc="The callback's arguments.")
 
     @property
     def pending(self) -> bool:
         """True until the timer fires or is cancelled."""
-        return self.callback is not None
+        return self[2] is not None
 
     def cancel(self) -> None:
-        if self.callback is not None:
-            self.callback = None
-            self.args = ()
-            self.hub._timer_cancelled()
+        if self[2] is not None:
+            self[2] = None
+            self[3] = ()
+            hub = self[4]
+            hub._cancelled_timers += 1
+            if hub._cancelled_timers > _COMPACT_MIN and hub._cancelled_timers * 2 > len(hub._timers):
+                hub._compact_timers()
 
     def __repr__(self) -> str:
-        state = "pending" if self.callback is not None else "done"
-        return f"<Timer {state} at {self.deadline:.6f} {self.callback!r}>"
+        state = "pending" if self[2] is not None else "done"
+        return f"<Timer {state} at {self[0]:.6f} {self[2]!r}>"
 
 
 class _WakeupReader:
@@ -145,9 +158,9 @@ class Hub(greenlet):
         self.thread_ident = _real_get_ident()
         self._ready: deque = deque()
         self._foreign: deque = deque()
-        self._timers: list = []
+        self._timers: list[Timer] = []
         self._timer_seq = count().__next__
-        self._cancelled_timers = 0
+        self._cancelled_timers = 0  # cancelled timers still in the heap
         self._watches: dict[int, FdWatch] = {}
         self._fd_waiters = 0
         self.keepalive = 0  # foreign work in flight (tpool); counts as a possible wakeup
@@ -194,9 +207,16 @@ class Hub(greenlet):
 
     def call_later(self, delay: float, callback: Callable, *args: Any) -> Timer:
         """Run ``callback(*args)`` in the hub after ``delay`` seconds."""
-        timer = Timer(self, monotonic() + delay, callback, args)
-        heapq.heappush(self._timers, (timer.deadline, self._timer_seq(), timer))
+        timer = Timer((monotonic() + delay, self._timer_seq(), callback, args, self))
+        heappush(self._timers, timer)
         return timer
+
+    def _compact_timers(self) -> None:
+        """Drop the cancelled timers from the heap (O(n), when over half of it is cancelled)."""
+        timers = self._timers
+        timers[:] = [timer for timer in timers if timer[2] is not None]
+        heapify(timers)
+        self._cancelled_timers = 0
 
     def wait_fd(self, fd: int, direction: int = READ, timeout: float | None = None,
                 timeout_exc: type[BaseException] = TimeoutError, timeout_msg: str = "timed out") -> None:
@@ -271,7 +291,7 @@ class Hub(greenlet):
             for waiters in lists:
                 waiters.remove(current)
             if timer is not None:
-                timed_out = timer.callback is None
+                timed_out = timer[2] is None
                 timer.cancel()
         return not timed_out
 
@@ -312,7 +332,6 @@ class Hub(greenlet):
         timers = self._timers
         watches = self._watches
         poll = self._poller.poll
-        heappop = heapq.heappop
         busy_turns = 0
         while True:
             self.turns += 1
@@ -327,14 +346,14 @@ class Hub(greenlet):
                 if timers:
                     now = monotonic()
                     while timers and timers[0][0] <= now:
-                        timer = heappop(timers)[2]
-                        callback = timer.callback
+                        timer = heappop(timers)
+                        callback = timer[2]
                         if callback is None:
                             self._cancelled_timers -= 1
                             continue
-                        timer.callback = None
-                        callback(*timer.args)
-                    while timers and timers[0][2].callback is None:
+                        timer[2] = None
+                        callback(*timer[3])
+                    while timers and timers[0][2] is None:
                         heappop(timers)
                         self._cancelled_timers -= 1
 
@@ -369,18 +388,22 @@ class Hub(greenlet):
                 self._to_main(exc)
                 continue
             self.polling = False
-            for fd, mask in events:
+            for fd, events in events:
                 watch = watches.get(fd)
                 if watch is None:
                     continue
                 # Every event is delivered even if a waiter misbehaves: with
                 # edge-triggered polling a dropped event would never come back.
-                watch.ready |= mask
+                watch.ready |= events
                 try:
-                    if mask & READ and watch.readers:
-                        for waiter in tuple(watch.readers):
-                            waiter.switch()
-                    if mask & WRITE and watch.writers:
+                    if events & WAKES_READERS and watch.readers:
+                        readers = watch.readers
+                        if len(readers) == 1:
+                            readers[0].switch()
+                        else:
+                            for waiter in tuple(readers):
+                                waiter.switch()
+                    if events & WAKES_WRITERS and watch.writers:
                         for waiter in tuple(watch.writers):
                             waiter.switch()
                 except (KeyboardInterrupt, SystemExit) as exc:
@@ -403,13 +426,6 @@ class Hub(greenlet):
                 _end_forked_child(self, exc)
             raise exc
         self.main.throw(exc)
-
-    def _timer_cancelled(self) -> None:
-        self._cancelled_timers += 1
-        if self._cancelled_timers > _COMPACT_MIN and self._cancelled_timers * 2 > len(self._timers):
-            self._timers[:] = [entry for entry in self._timers if entry[2].callback is not None]
-            heapq.heapify(self._timers)
-            self._cancelled_timers = 0
 
     def _deadlock(self) -> None:
         self._to_main(DeadlockError(
@@ -535,7 +551,7 @@ def park(waiters: list, ready: Callable[[], bool], timeout: float | None = None)
             if ready():
                 done = True
                 return True
-            if timer is not None and timer.callback is None:
+            if timer is not None and timer[2] is None:
                 return False
     finally:
         waiters.remove(entry)

@@ -1,7 +1,11 @@
 """Readiness backends behind one small interface.
 
-A poller knows which fds the hub watches and reports readiness as ``(fd, mask)``
-pairs, where ``mask`` uses the ``READ``/``WRITE`` bits below.  Two backends:
+A poller knows which fds the hub watches and reports readiness as ``(fd,
+events)`` pairs.  ``events`` is a bit mask in epoll's bit space whatever the
+backend, so the epoll backend hands the kernel's list over untouched: a
+waiter for reading is woken when ``events & WAKES_READERS``, one for writing
+when ``events & WAKES_WRITERS``, and the hub keeps the ``READ``, ``WRITE``
+and ``HANGUP`` bits below as a per-fd readiness hint.  Two backends:
 
 * ``EpollPoller`` (Linux): each fd is registered once, edge-triggered, for both
   directions, and stays registered until the hub forgets it.  A wait therefore
@@ -11,7 +15,8 @@ pairs, where ``mask`` uses the ``READ``/``WRITE`` bits below.  Two backends:
 * ``SelectPoller`` (anywhere): level-triggered ``select()`` over the fds that
   currently have waiters; the fallback where epoll does not exist.
 
-A kqueue backend fits the same three methods.
+A kqueue backend fits the same four methods, translating its filters into
+these bits.
 """
 
 from __future__ import annotations
@@ -24,17 +29,24 @@ from typing import Callable, Iterable, Protocol
 _real_epoll = getattr(select, "epoll", None)
 _real_select = select.select
 
-READ = 1
-WRITE = 4
-HANGUP = 8  # the peer hung up or the fd has an error: reported with READ and WRITE
+# epoll's values (Linux's EPOLLIN, EPOLLOUT, EPOLLPRI, EPOLLERR, EPOLLHUP,
+# EPOLLRDHUP), spelled out so every backend and platform shares them.
+READ = 0x001
+WRITE = 0x004
+_PRIORITY = 0x002
+_ERROR = 0x008
+_HUP = 0x010
+_READ_HUP = 0x2000
+HANGUP = _ERROR | _HUP | _READ_HUP  # the peer hung up or the fd has an error
+# Errors and hang-ups wake both directions: the retried syscall reports them.
+WAKES_READERS = READ | _PRIORITY | HANGUP
+WAKES_WRITERS = WRITE | _ERROR | _HUP
 
 _EPOLL_FLAGS = 0
-if hasattr(select, "epoll"):
-    _EPOLL_FLAGS = select.EPOLLIN | select.EPOLLPRI | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
-    # Errors and hang-ups wake both directions: the retried syscall reports them.
-    _EPOLL_READ = select.EPOLLIN | select.EPOLLPRI | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-    _EPOLL_WRITE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
-    _EPOLL_HANGUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+if _real_epoll is not None:
+    assert (select.EPOLLIN, select.EPOLLOUT, select.EPOLLPRI, select.EPOLLERR, select.EPOLLHUP,
+            select.EPOLLRDHUP) == (READ, WRITE, _PRIORITY, _ERROR, _HUP, _READ_HUP)
+    _EPOLL_FLAGS = READ | WRITE | _PRIORITY | _READ_HUP | select.EPOLLET
 
 
 class Poller(Protocol):
@@ -45,7 +57,7 @@ class Poller(Protocol):
         """Stop watching fd; silent if it is already gone."""
 
     def poll(self, timeout: float) -> Iterable[tuple[int, int]]:
-        """Block up to timeout seconds (-1: forever); return (fd, READ|WRITE mask) pairs."""
+        """Block up to timeout seconds (-1: forever); return (fd, events) pairs in epoll's bits."""
 
     def close(self) -> None: ...
 
@@ -74,17 +86,7 @@ class EpollPoller:
             pass
 
     def poll(self, timeout: float) -> Iterable[tuple[int, int]]:
-        ready = []
-        for fd, events in self._epoll.poll(timeout):
-            mask = 0
-            if events & _EPOLL_READ:
-                mask = READ
-            if events & _EPOLL_WRITE:
-                mask |= WRITE
-            if events & _EPOLL_HANGUP:
-                mask |= HANGUP
-            ready.append((fd, mask))
-        return ready
+        return self._epoll.poll(timeout)
 
     def close(self) -> None:
         self._epoll.close()
@@ -130,7 +132,7 @@ class SelectPoller:
         for fd in r:
             ready[fd] = READ
         for fd in x:
-            ready[fd] = ready.get(fd, 0) | READ | WRITE
+            ready[fd] = ready.get(fd, 0) | _PRIORITY
         for fd in w:
             ready[fd] = ready.get(fd, 0) | WRITE
         return ready.items()

@@ -200,8 +200,8 @@ def test_dump_on_a_signal_prints_run_info_to_stderr():
         while time.monotonic() < deadline:
             line = proc.stderr.readline()
             lines.append(line)
-            if "queue-thread" in line:
-                break
+            if all(f"{name}-thread [" in "".join(lines) for name in ("recv", "lock", "event", "sleep", "queue")):
+                break  # (threads are listed in no fixed order)
         text = "".join(lines)
         assert "run info on signal" in text
         assert "recv-thread [waiting] waiting on fd" in text
