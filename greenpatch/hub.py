@@ -336,12 +336,14 @@ class Hub(greenlet):
         while True:
             self.turns += 1
             try:
-                for _ in range(len(ready)):
+                for turn in range(len(ready)):
                     item = ready.popleft()
                     if type(item) is tuple:
                         item[0](*item[1])
                     else:
                         item.switch()  # a green thread resumed by resume()
+                    if turn & 63 == 63 and timers and timers[0][0] <= monotonic():
+                        break  # a long batch (10k threads starting) must not make due timers late
 
                 if timers:
                     now = monotonic()

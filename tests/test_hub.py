@@ -404,3 +404,15 @@ def test_fork_from_a_green_thread_whose_child_threads_are_stuck_reports_and_exit
     assert "child status 1" in result.stdout, result.stdout + result.stderr
     assert "stuck-in-child" in result.stderr and "DeadlockError" in result.stderr, result.stderr
     assert "ticker ran in the child" not in result.stdout
+
+
+def test_a_due_timer_fires_within_a_long_batch_of_ready_callbacks():
+    hub = get_hub()
+    order = []
+    hub.call_later(0, order.append, "timer")
+    for n in range(1000):
+        hub.schedule(order.append, n)
+    greenpatch.sleep(0.01)
+    # The timer does not wait for all 1,000 callbacks: the hub checks for due timers every 64.
+    assert order.index("timer") <= 64
+    assert [item for item in order if item != "timer"] == list(range(1000))
