@@ -530,57 +530,76 @@ def park(waiters: list, ready: Callable[[], bool], timeout: float | None = None)
     current green thread is listed in ``waiters`` *before* ``ready()`` is first
     tried, so a waker in another OS thread that changes the state and then
     reads ``waiters`` can never miss it.  Wakeups may be spurious; ``ready()``
-    is re-checked after each.
+    is re-checked after each.  Leaving without success (timeout, exception)
+    passes a wakeup that may have been meant for us on to the next waiter.
     """
-    hub = get_hub()
+    try:
+        hub = _state.hub
+    except AttributeError:
+        hub = get_hub()
     current = getcurrent()
     if current is hub:
         raise BlockingInHubError("cannot wait inside the hub (a callback or timer)")
     entry = (current, hub)
     waiters.append(entry)
+    if timeout is None:
+        try:
+            while not ready():
+                hub.switch()
+        except BaseException:
+            _leave(waiters, entry)
+            raise
+        waiters.remove(entry)
+        return True
     timer = None
-    done = False
     try:
         if ready():
-            done = True
+            waiters.remove(entry)
             return True
-        if timeout is not None:
-            if timeout <= 0:
-                return False
+        if timeout > 0:
             timer = hub.call_later(timeout, current.switch)
-        while True:
-            hub.switch()
-            if ready():
-                done = True
-                return True
-            if timer is not None and timer[2] is None:
-                return False
+            while True:
+                hub.switch()
+                if ready():
+                    waiters.remove(entry)
+                    return True
+                if timer[2] is None:
+                    break
+    except BaseException:
+        _leave(waiters, entry)
+        raise
     finally:
-        waiters.remove(entry)
         if timer is not None:
             timer.cancel()
-        if not done and waiters:
-            wake_one(waiters)  # a wakeup meant for us may have arrived: pass it on
+    _leave(waiters, entry)
+    return False
+
+
+def _leave(waiters: list, entry: tuple) -> None:
+    """``park`` gives up: unlist ``entry`` and pass on a wakeup it may have taken."""
+    waiters.remove(entry)
+    if waiters:
+        wake_one(waiters)
 
 
 def wake_one(waiters: list) -> None:
     """Wake the first green thread parked in ``waiters`` (it re-checks and may park again)."""
     if waiters:
         glet, hub = waiters[0]
-        _wake(glet, hub)
+        if hub.thread_ident == _real_get_ident():
+            hub._ready.append(glet)
+        else:
+            hub.schedule_threadsafe(glet.switch)
 
 
 def wake_all(waiters: list) -> None:
     """Wake every green thread parked in ``waiters``."""
+    here = _real_get_ident()
     for glet, hub in tuple(waiters):
-        _wake(glet, hub)
-
-
-def _wake(glet: greenlet, hub: "Hub") -> None:
-    if hub.thread_ident == _real_get_ident():
-        hub._ready.append(glet)
-    else:
-        hub.schedule_threadsafe(glet.switch)
+        if hub.thread_ident == here:
+            hub._ready.append(glet)
+        else:
+            hub.schedule_threadsafe(glet.switch)
 
 
 _main_thread_ident = _real_get_ident()
