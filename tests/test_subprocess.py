@@ -119,3 +119,40 @@ def test_ten_concurrent_runs_overlap():
     print(out)
     assert 0.3 <= out["elapsed"] < 3
     assert out["late"] < 0.150
+
+
+def test_signals_while_another_green_thread_waits_race_as_in_cpython():
+    # One green thread waits in wait(); others terminate, signal and kill the same child, before
+    # and after it is reaped.  CPython's rules: the waiter gets -SIGTERM, signalling a reaped
+    # child does nothing (no ProcessLookupError, no signal to a reused pid), poll() agrees.
+    out = child("""
+        import signal
+        beat = Heartbeat()
+        proc = subprocess.Popen(["sleep", "5"])
+        codes = []
+        waiter = threading.Thread(target=lambda: codes.append(proc.wait()))
+        waiter.start()
+        time.sleep(0.1)
+        assert proc.poll() is None
+        proc.terminate()
+        waiter.join()
+        after = []
+        for act in (proc.terminate, proc.kill, lambda: proc.send_signal(signal.SIGUSR1)):
+            act()
+            after.append(proc.returncode)
+        # Two waiters on one child that is killed: both see the same status.
+        proc2 = subprocess.Popen(["sleep", "5"])
+        both = []
+        waiters = [threading.Thread(target=lambda: both.append(proc2.wait())) for _ in range(2)]
+        for t in waiters:
+            t.start()
+        time.sleep(0.05)
+        proc2.kill()
+        for t in waiters:
+            t.join()
+        print(json.dumps(dict(beat.done(), codes=codes, after=after, poll=proc.poll(), both=both)))
+    """)
+    assert out["codes"] == [-15]
+    assert out["after"] == [-15, -15, -15] and out["poll"] == -15
+    assert out["both"] == [-9, -9]
+    assert out["late"] < 0.150
