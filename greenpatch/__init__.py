@@ -3,6 +3,7 @@ from greenlet import GreenletExit, getcurrent
 
 from greenpatch.greenthread import GreenThread, kill, sleep, spawn, spawn_after, spawn_n
 from greenpatch.hub import BlockingInHubError, DeadlockError, get_hub
+from greenpatch.offload import offload
 from greenpatch.patcher import PatchWarning, is_patched, monkey_patch, original
 from greenpatch.pool import GreenPool
 from greenpatch.timeout import Timeout, with_timeout

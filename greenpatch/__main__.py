@@ -61,13 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     for patch in PATCHES:
         group.add_argument(
             f"--no-{patch.flag}", dest=patch.flag, action="store_false", default=True,
-            help=f"do not patch {', '.join(patch.targets)}: {patch.summary}")
+            help=f"do not patch {', '.join(patch.targets)}: {patch.summary}"
+                 + (" (patched when first imported)" if patch.on_import else ""))
     group.add_argument(
         "--only", metavar="FLAG[,FLAG...]", type=_flag_list,
         help=f"patch only these groups (of: {', '.join(_FLAGS)}); --no-<flag> still removes one")
     parser.add_argument("--report", nargs="?", const="text", choices=("text", "json"),
                         help="print what was patched, left alone and still blocking to stderr before "
                              "running the target (--report=json: as JSON)")
+    parser.add_argument("--rebind", action="store_true",
+                        help="also rebind names that modules imported before the patch bound to an original "
+                             "(from socket import socket), outside the standard library too")
     parser.add_argument("--block-threshold", metavar="SECONDS", type=_positive_float,
                         help="report call sites that block the hub longer than this, at exit "
                              "(as GREENPATCH_BLOCK_THRESHOLD does)")
@@ -137,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     enabled = set(opts.only) if opts.only else set(_FLAGS)
     flags = {flag: flag in enabled and getattr(opts, flag) for flag in _FLAGS}
-    done = monkey_patch(**flags)
+    done = monkey_patch(rebind=opts.rebind, **flags)
     if opts.concurrent_servers:
         from greenpatch.servers import install
         install()

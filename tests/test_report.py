@@ -123,3 +123,71 @@ def test_cli_report_shows_a_user_module_imported_before_the_patch(tmp_path):
                             capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stderr
     assert "  early_user.socket -> original socket.socket (stays blocking)" in result.stderr
+
+
+# A launcher that adds an on_import group "lazy" (target lazymod, not imported yet) to the
+# registry before the CLI reads it, as a new registry entry would.
+LAZY_LAUNCH = """\
+import sys, types
+from greenpatch import patcher
+twin = types.ModuleType("greenpatch.green.lazymod")
+twin.__implements__ = ["block"]
+twin.block = lambda: "green"
+sys.modules["greenpatch.green.lazymod"] = twin
+patcher.PATCHES += (patcher.Patch("lazy", ("lazymod",), "a test group", on_import=True),)
+patcher._FLAGS["lazy"] = patcher.PATCHES[-1]
+from greenpatch.__main__ import main
+main(sys.argv[1:])
+"""
+
+
+def launch(args, cwd):
+    (cwd / "launch.py").write_text(LAZY_LAUNCH)
+    (cwd / "lazymod.py").write_text("def block():\n    return 'original'\n")
+    result = subprocess.run([sys.executable, "launch.py", *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=20)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_pending_on_import_patches_are_reported_then_move_to_patched(tmp_path):
+    (tmp_path / "app.py").write_text(
+        "import json, sys, lazymod\nfrom greenpatch.patcher import report\n"
+        "print(json.dumps([lazymod.block(), 'lazymod' in report()['patched_on_import'],"
+        " 'lazymod' in report()['patched']]))\n")
+    text = launch(["--report", "app.py"], tmp_path)
+    pending = [line for line in text.stderr.splitlines() if line.startswith("patched when first imported")]
+    assert len(pending) == 1 and "lazymod" in pending[0].split(": ")[1].split(", ")
+    assert json.loads(text.stdout) == ["green", False, True]
+    as_json = launch(["--report=json", "app.py"], tmp_path)
+    assert "lazymod" in json.loads(as_json.stderr)["patched_on_import"]
+
+
+def test_the_cli_options_come_from_the_registry(tmp_path):
+    (tmp_path / "app.py").write_text(
+        "import json, sys\nfrom greenpatch.patcher import is_patched\n"
+        "print(json.dumps([is_patched('lazy'), is_patched('socket'), 'lazymod' in sys.modules]))\n")
+    helped = launch(["--help"], tmp_path).stdout
+    assert "--no-lazy" in helped and "a test group (patched when first imported)" in " ".join(helped.split())
+    assert json.loads(launch(["--only", "lazy", "app.py"], tmp_path).stdout) == [True, False, False]
+    assert json.loads(launch(["--no-lazy", "app.py"], tmp_path).stdout) == [False, True, False]
+    text = launch(["--no-lazy", "--report", "app.py"], tmp_path).stderr
+    assert "  lazy (lazymod): switched off: monkey_patch(lazy=False)" in text
+
+
+def test_cli_rebind_rebinds_what_was_bound_before_the_patch(tmp_path):
+    (tmp_path / "early_user.py").write_text(EARLY)
+    (tmp_path / "app.py").write_text(
+        "import json, socket, time, early_user\n"
+        "print(json.dumps([early_user.socket is socket.socket, early_user.nap is time.sleep]))\n")
+    (tmp_path / "launch.py").write_text(
+        "import sys\nimport early_user\nfrom greenpatch.__main__ import main\nmain(sys.argv[1:])\n")
+    result = subprocess.run([sys.executable, "launch.py", "--rebind", "--report", "app.py"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [True, True]
+    err = result.stderr
+    assert "rebound to green on request (rebind):\n" in err
+    assert "  early_user.nap (time.sleep)\n" in err and "  early_user.socket (socket.socket)\n" in err
+    assert "originals still referenced outside greenpatch: none" in result.stderr
+    assert "PatchWarning" not in result.stderr

@@ -23,7 +23,9 @@ the few that are replaced.
   real call with ``WNOHANG`` between green sleeps that back off from 1 ms to
   50 ms.  ``WNOHANG`` calls go straight to the real function.
 
-Only the calling green thread waits; errors are the real calls' own.
+Only the calling green thread waits; errors are the real calls' own.  The
+file objects of ``greenpatch.green.io`` wait through the same two helpers,
+``_wait_readable`` and ``_write_in_chunks``.
 """
 
 from __future__ import annotations
@@ -85,9 +87,37 @@ def _wait_ready(fd: int, events: int, direction: int) -> None:
             _get_hub().wait_fds((), (fd,))
 
 
+def _wait_readable(fd: int) -> None:
+    """Return once the blocking pipe, FIFO, tty or socket ``fd`` polls readable (green).
+
+    The one waiting path shared by ``read`` and the green file objects of
+    ``greenpatch.green.io``: the real read made right after it cannot block.
+    """
+    _wait_ready(fd, _POLLIN, _READ)
+
+
+def _write_in_chunks(fd: int, data, write_chunk) -> int:
+    """Write all of ``data`` to the blocking pipe, FIFO, tty or socket ``fd``; return its length.
+
+    Each chunk of at most ``PIPE_BUF`` bytes is passed to ``write_chunk`` (the
+    real ``os.write`` or a real ``FileIO.write``) after ``fd`` polled
+    writable, so no chunk blocks the OS thread.
+    """
+    view = memoryview(data).cast("B")
+    total = len(view)
+    if total == 0:
+        return write_chunk(data)
+    done = 0
+    with view:
+        while done < total:
+            _wait_ready(fd, _POLLOUT, _WRITE)
+            done += write_chunk(view[done:done + _PIPE_BUF])
+    return done
+
+
 def read(fd: int, length: int, /) -> bytes:
     if _needs_wait(fd):
-        _wait_ready(fd, _POLLIN, _READ)
+        _wait_readable(fd)
     return _real_read(fd, length)
 
 
@@ -95,16 +125,7 @@ def write(fd: int, data, /) -> int:
     mode = _real_fstat(fd).st_mode
     if _S_ISREG(mode) or _S_ISDIR(mode) or _S_ISBLK(mode) or not _real_get_blocking(fd):
         return _real_write(fd, data)
-    view = memoryview(data).cast("B")
-    total = len(view)
-    if total == 0:
-        return _real_write(fd, data)
-    done = 0
-    with view:
-        while done < total:
-            _wait_ready(fd, _POLLOUT, _WRITE)
-            done += _real_write(fd, view[done:done + _PIPE_BUF])
-    return done
+    return _write_in_chunks(fd, data, lambda chunk: _real_write(fd, chunk))
 
 
 def waitpid(pid: int, options: int, /) -> tuple[int, int]:
