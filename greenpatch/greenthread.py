@@ -8,7 +8,7 @@ from typing import Any, Callable, TypeVar
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from greenpatch.hub import BlockingInHubError, get_hub, park, wake_all
+from greenpatch.hub import BlockingInHubError, get_hub, park, switch_out, wake_all
 
 __all__ = [
     "GreenThread", "spawn", "spawn_n", "spawn_after", "sleep", "getcurrent", "kill",
@@ -204,11 +204,11 @@ def sleep(seconds: float = 0) -> None:
         raise BlockingInHubError("cannot sleep inside the hub (a callback or timer)")
     if seconds <= 0:
         hub._ready.append(current)
-        hub.switch()
+        switch_out(hub)
         return
     timer = hub.call_later(seconds, current.switch)
     try:
         while timer.pending:
-            hub.switch()
+            switch_out(hub)
     finally:
         timer.cancel()

@@ -49,7 +49,7 @@ from greenlet import getcurrent, greenlet
 from greenpatch.poller import HANGUP, READ, WAKES_READERS, WAKES_WRITERS, WRITE, default_poller
 
 __all__ = [
-    "Hub", "Timer", "get_hub", "peek_hub", "park", "wake_one", "wake_all",
+    "Hub", "Timer", "get_hub", "peek_hub", "park", "switch_out", "wake_one", "wake_all",
     "BlockingInHubError", "DeadlockError", "READ", "WRITE", "HANGUP",
 ]
 
@@ -62,6 +62,19 @@ class BlockingInHubError(RuntimeError):
 
 class DeadlockError(RuntimeError):
     """Every green thread waits and nothing can ever wake them."""
+
+
+class _HandlerCall(BaseException):
+    """Thrown into the main green thread where it waits: run a signal handler there, then wait on.
+
+    ``switch_out`` catches it; a green thread suspended anywhere else would
+    see it as an error, which is why only the main one ever receives it.
+    """
+
+    def __init__(self, handler: Callable, args: tuple) -> None:
+        super().__init__("a signal handler to run in the main green thread")
+        self.handler = handler
+        self.handler_args = args
 
 
 class FdWatch:
@@ -197,6 +210,25 @@ class Hub(greenlet):
         """Switch back into ``glet`` on the hub's next turn (the cheap form of ``schedule(glet.switch)``)."""
         self._ready.append(glet)
 
+    def run_in_main(self, handler: Callable, *args: Any) -> Any:
+        """Run ``handler(*args)`` as the main green thread, now: how a signal handler runs.
+
+        CPython runs a handler in the main thread, which may wait in it; a
+        signal arrives in whichever greenlet is running (often the hub, idle
+        in the poller).  So the handler is thrown into the main green thread
+        where it waits (``switch_out`` runs it there, then waits on), and the
+        green thread that was interrupted goes on afterwards.  An exception
+        from the handler is raised in main at its wait, as in CPython.
+        """
+        current = getcurrent()
+        main = self.main
+        if current is main or main.dead or not main:
+            return handler(*args)
+        if current is not self:
+            self.resume(current)
+        main.throw(_HandlerCall(handler, args))
+        return None
+
     def schedule_threadsafe(self, callback: Callable, *args: Any) -> None:
         """``schedule`` from any OS thread; wakes the hub through its pipe."""
         self._foreign.append((callback, args))
@@ -240,14 +272,14 @@ class Hub(greenlet):
         self._fd_waiters += 1
         if timeout is None:
             try:
-                self.switch()
+                switch_out(self)
             finally:
                 self._fd_waiters -= 1
                 waiters.remove(current)
         else:
             timer = self.call_later(timeout, current.throw, timeout_exc, timeout_msg)
             try:
-                self.switch()
+                switch_out(self)
             finally:
                 self._fd_waiters -= 1
                 waiters.remove(current)
@@ -285,7 +317,7 @@ class Hub(greenlet):
         timer = None if timeout is None else self.call_later(timeout, current.switch)
         timed_out = False
         try:
-            self.switch()
+            switch_out(self)
         finally:
             self._fd_waiters -= 1
             for waiters in lists:
@@ -523,6 +555,21 @@ def _can_be_woken_from_outside() -> bool:
     return False
 
 
+def switch_out(hub: Hub) -> None:
+    """Suspend the calling green thread in ``hub`` until something switches back to it.
+
+    Every wait goes through here.  A signal handler thrown in by
+    ``Hub.run_in_main`` runs on this stack, and the wait then returns as a
+    spurious wakeup: its caller re-checks and waits again.
+    """
+    try:
+        hub.switch()
+        return
+    except _HandlerCall as call:
+        handler, args = call.handler, call.handler_args
+    handler(*args)  # outside the except clause: its exceptions are not chained to _HandlerCall
+
+
 def park(waiters: list, ready: Callable[[], bool], timeout: float | None = None) -> bool:
     """Wait in ``waiters`` until ``ready()`` is true; False if ``timeout`` passes first.
 
@@ -545,7 +592,7 @@ def park(waiters: list, ready: Callable[[], bool], timeout: float | None = None)
     if timeout is None:
         try:
             while not ready():
-                hub.switch()
+                switch_out(hub)
         except BaseException:
             _leave(waiters, entry)
             raise
@@ -559,7 +606,7 @@ def park(waiters: list, ready: Callable[[], bool], timeout: float | None = None)
         if timeout > 0:
             timer = hub.call_later(timeout, current.switch)
             while True:
-                hub.switch()
+                switch_out(hub)
                 if ready():
                     waiters.remove(entry)
                     return True

@@ -62,6 +62,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch("queue", ("queue",), "Queue, LifoQueue, PriorityQueue and SimpleQueue"),
     Patch("os", ("os",), "os.read/os.write on pipes, FIFOs and sockets; os.waitpid/os.wait"),
     Patch("subprocess", ("subprocess",), "Popen: wait, communicate (so run, call, check_output) wait greenly"),
+    Patch("signal", ("signal",), "signal.signal: Python handlers run as the main green thread, which may wait in them"),
     Patch("io", ("io",), "open()/io.open/os.fdopen (so Popen pipes) on pipes, FIFOs, ttys and sockets wait greenly; a piped sys.stdin too"),
     Patch("sqlite3", ("sqlite3",), "sqlite3.connect: each connection's blocking calls (execute, commit, fetch*, ...) run in its own real thread", on_import=True),
     Patch("ssl", ("ssl",), "SSLSocket: handshake, read/write, unwrap wait greenly; every SSLContext, old or new, wraps green", on_import=True),

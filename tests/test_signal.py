@@ -84,10 +84,6 @@ def test_handler_runs_promptly_while_the_hub_waits_in_the_poller():
     assert "handler ran" in out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a handler runs in whichever greenlet is current when the signal is checked: the hub's "
-    "when it waits in the poller, where waiting raises BlockingInHubError and current_thread() "
-    "is a dummy thread; CPython runs it as the main thread, which may block"))
 def test_a_handler_runs_as_the_main_thread_and_may_wait():
     run_script("""
         import subprocess
@@ -256,5 +252,92 @@ def test_frequent_signals_do_not_interrupt_green_io():
         assert results["sleep"] == "slept"
         print(f"{len(rings)} signals during the transfers")
         assert len(rings) > 5, len(rings)
+        print("OK")
+    """)
+
+
+def test_a_sigterm_handler_may_shut_a_server_down_while_it_serves():
+    # The classic graceful shutdown: serve_forever() in main, SIGTERM's handler calls
+    # server.shutdown(), which waits until serve_forever() has returned.  The handler runs
+    # as the main thread, interrupting serve_forever's wait: shutdown() from there would
+    # deadlock with real threads too, so here the server runs in a thread and main waits.
+    run_script("""
+        import socketserver, subprocess
+        class Echo(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(self.rfile.readline())
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+        serving = threading.Thread(target=server.serve_forever)
+        serving.start()
+        done = []
+        def on_term(signum, frame):
+            assert threading.current_thread() is threading.main_thread()
+            server.shutdown()                    # waits (an Event) until serve_forever returns
+            done.append("shut down")
+        signal.signal(signal.SIGTERM, on_term)
+        with socket.create_connection(server.server_address) as c:
+            c.sendall(b"hi\\n")
+            assert c.recv(10) == b"hi\\n"
+        subprocess.Popen(["sh", "-c", f"sleep 0.2; kill -TERM {os.getpid()}"])
+        serving.join(10)
+        assert not serving.is_alive() and done == ["shut down"], done
+        server.server_close()
+        print("OK")
+    """)
+
+
+def test_getsignal_and_signal_give_back_the_handler_as_given_and_early_handlers_are_wrapped():
+    code = """
+        import signal, threading, time, os
+        log = []
+        def early(signum, frame):                # installed before the patch
+            time.sleep(0.01)                     # waits: needs to run as a green main thread
+            log.append(("early", threading.current_thread() is threading.main_thread()))
+        signal.signal(signal.SIGUSR2, early)
+        import greenpatch
+        greenpatch.monkey_patch()
+        def late(signum, frame):
+            log.append("late")
+        assert signal.getsignal(signal.SIGUSR2) is early
+        assert signal.signal(signal.SIGUSR1, late) in (signal.SIG_DFL, None)
+        assert signal.getsignal(signal.SIGUSR1) is late
+        assert signal.signal(signal.SIGUSR1, signal.SIG_IGN) is late
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        threading.Thread(target=lambda: (time.sleep(0.05), os.kill(os.getpid(), signal.SIGUSR2))).start()
+        time.sleep(0.3)
+        assert log == [("early", True)], log
+        print("OK")
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0 and result.stdout.strip() == "OK", result.stdout + result.stderr
+
+
+def test_a_handler_that_raises_interrupts_the_main_threads_wait_and_others_go_on():
+    run_script("""
+        class Stop(Exception):
+            pass
+        def on_usr1(signum, frame):
+            raise Stop("from the handler")
+        signal.signal(signal.SIGUSR1, on_usr1)
+        stop, lateness = threading.Event(), []
+        beat = threading.Thread(target=heartbeat, args=(lateness, stop))
+        beat.start()
+        def busy():                              # a green thread running Python when the signal comes
+            time.sleep(0.05)                     # (main is in its sleep(5) by then)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            for _ in range(100000):
+                pass
+            stop.set()
+        worker = threading.Thread(target=busy)
+        worker.start()
+        try:
+            time.sleep(5)
+            print("no exception")
+        except Stop as exc:
+            assert str(exc) == "from the handler" and exc.__context__ is None, repr(exc.__context__)
+        worker.join(5)
+        beat.join(5)
+        assert stop.is_set() and not worker.is_alive() and max(lateness) < 0.1, lateness
         print("OK")
     """)
