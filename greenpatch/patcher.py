@@ -66,6 +66,8 @@ PATCHES: tuple[Patch, ...] = (
     Patch("io", ("io",), "open()/io.open/os.fdopen (so Popen pipes) on pipes, FIFOs, ttys and sockets wait greenly; a piped sys.stdin too"),
     Patch("sqlite3", ("sqlite3",), "sqlite3.connect: each connection's blocking calls (execute, commit, fetch*, ...) run in its own real thread", on_import=True),
     Patch("ssl", ("ssl",), "SSLSocket: handshake, read/write, unwrap wait greenly; every SSLContext, old or new, wraps green", on_import=True),
+    Patch("asyncio", ("asyncio",), "each green thread runs its own event loop (asyncio.run in many threads at once)", on_import=True),
+    Patch("multiprocessing", ("_multiprocessing", "multiprocessing.connection"), "SemLock (Lock, RLock, Semaphore, Condition, Event, queues) and Connection reads/writes/wait() wait greenly", on_import=True),
 )
 
 _FLAGS = {patch.flag: patch for patch in PATCHES}

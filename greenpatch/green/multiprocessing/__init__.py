@@ -1,0 +1,1 @@
+"""Green twins of ``multiprocessing`` submodules (``multiprocessing.connection``)."""
