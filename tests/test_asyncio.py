@@ -6,54 +6,15 @@ program also runs a heartbeat green thread (10 ms sleeps) to prove the hub
 kept running the other green threads.
 """
 
-import json
-import subprocess
-import sys
-import textwrap
+import functools
 
 import pytest
 
+from children import HEARTBEAT, assert_kept_beating, run_child
+
 pytestmark = pytest.mark.timeout(60)
 
-PRELUDE = """
-import json, sys, threading, time
-
-class Heartbeat:
-    '''A green thread sleeping 10 ms at a time; done() says how late it ever woke.'''
-
-    def __init__(self):
-        self.lateness = []
-        self.stop = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        last = time.monotonic()
-        while not self.stop:
-            time.sleep(0.01)
-            now = time.monotonic()
-            self.lateness.append(now - last - 0.01)
-            last = now
-
-    def done(self):
-        self.stop = True
-        self.thread.join()
-        return {"beats": len(self.lateness), "late": max(self.lateness)}
-"""
-
-
-def run(code: str, patch_first: bool = True) -> dict:
-    """Run ``code`` patched in a child interpreter; return the JSON of its last line."""
-    head = "import greenpatch\ngreenpatch.monkey_patch()\n" if patch_first else ""
-    source = head + PRELUDE + textwrap.dedent(code)
-    result = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=50)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def assert_kept_beating(beat: dict) -> None:
-    assert beat["beats"] >= 3
-    assert beat["late"] < 0.1, beat
+run = functools.partial(run_child, timeout=50)
 
 
 def test_asyncio_is_patched_when_first_imported_not_by_monkey_patch():
@@ -354,7 +315,7 @@ def test_asyncio_imported_before_the_patch_works_too():
         policy_local = type(asyncio.get_event_loop_policy()._local).__mro__[1].__module__
         print(json.dumps({"results": [list(results[n]) for n in range(4)], "policy_local": policy_local,
                           "beat": beat.done()}))
-    """.replace("PRELUDE_TEXT", repr(PRELUDE)), patch_first=False)
+    """.replace("PRELUDE_TEXT", repr(HEARTBEAT)), patch=False)
     assert result["results"] == [[n, "greenpatch.green.selectors"] for n in range(4)]
     assert result["policy_local"] == "greenpatch.green._thread"
     assert_kept_beating(result["beat"])

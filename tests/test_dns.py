@@ -10,6 +10,8 @@ import greenpatch
 from greenpatch import tpool
 from greenpatch.green import socket as green_socket
 
+from children import heartbeat
+
 
 def test_results_match_the_stdlib():
     assert green_socket.getaddrinfo("localhost", 80) == std_socket.getaddrinfo("localhost", 80)
@@ -66,15 +68,7 @@ def test_slow_lookups_keep_a_heartbeat_on_time(monkeypatch):
     lateness = []
     stop = []
 
-    def heartbeat():
-        last = time.monotonic()
-        while not stop:
-            greenpatch.sleep(0.01)
-            now = time.monotonic()
-            lateness.append(now - last - 0.01)
-            last = now
-
-    beat = greenpatch.spawn(heartbeat)
+    beat = greenpatch.spawn(heartbeat, lateness, stop)
     start = time.monotonic()
     lookups = [greenpatch.spawn(green_socket.getaddrinfo, f"host{i}.example", 80) for i in range(50)]
     results = [lookup.wait() for lookup in lookups]

@@ -7,63 +7,18 @@ heartbeat green thread (10 ms sleeps) proves the hub kept running while green
 threads waited on semaphores, pipes and child processes.
 """
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import pytest
+
+from children import RUN_THREADS, assert_kept_beating, run_child
 
 pytestmark = pytest.mark.timeout(90)
 
-PRELUDE = """
-import json, multiprocessing, sys, threading, time
-
-class Heartbeat:
-    '''A green thread sleeping 10 ms at a time; done() says how late it ever woke.'''
-
-    def __init__(self):
-        self.lateness = []
-        self.stop = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        last = time.monotonic()
-        while not self.stop:
-            time.sleep(0.01)
-            now = time.monotonic()
-            self.lateness.append(now - last - 0.01)
-            last = now
-
-    def done(self):
-        self.stop = True
-        self.thread.join()
-        return {"beats": len(self.lateness), "late": max(self.lateness)}
+PRELUDE = "import multiprocessing\n" + RUN_THREADS
 
 
-def run_threads(target, args_list):
-    threads = [threading.Thread(target=target, args=args) for args in args_list]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-"""
-
-
-def run(tmp_path, code: str, *args: str, env: dict | None = None) -> dict:
-    """Run ``code`` (plus the prelude) under ``python -m greenpatch`` and return its last JSON line."""
-    script = tmp_path / "program.py"
-    script.write_text(PRELUDE + textwrap.dedent(code))
-    result = subprocess.run([sys.executable, "-m", "greenpatch", str(script), *args],
-                            capture_output=True, text=True, timeout=80, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def assert_kept_beating(beat: dict) -> None:
-    assert beat["beats"] >= 3
-    assert beat["late"] < 0.1, beat
+def run(tmp_path, code: str, *args: str) -> dict:
+    """Run ``code`` (after the prelude) from a script under ``python -m greenpatch``."""
+    return run_child(code, prelude=PRELUDE, script_dir=tmp_path, args=args, timeout=80)
 
 
 QUEUE_GETTERS = """

@@ -6,10 +6,9 @@ made for the test.  Each scenario keeps a heartbeat green thread (10 ms
 sleeps) and asserts it was never more than 100 ms late.
 """
 
-import json
+import functools
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import types
@@ -19,32 +18,12 @@ import pytest
 import greenpatch
 from greenpatch.offload import TABLE, offload, offloaded, restore
 
+from children import assert_kept_beating, heartbeat, program, run_child
+
 pytestmark = pytest.mark.timeout(60)
 
 PRELUDE = """
-import greenpatch
-greenpatch.monkey_patch()
-import json, os, sqlite3, sys, tempfile, threading, time
-
-class Heartbeat:
-    def __init__(self):
-        self.lateness = []
-        self.stop = False
-        self.thread = threading.Thread(target=self.run)
-        self.thread.start()
-
-    def run(self):
-        last = time.monotonic()
-        while not self.stop:
-            time.sleep(0.01)
-            now = time.monotonic()
-            self.lateness.append(now - last - 0.01)
-            last = now
-
-    def done(self):
-        self.stop = True
-        self.thread.join()
-        return {"beats": len(self.lateness), "late": max(self.lateness)}
+import os, sqlite3, tempfile
 
 def new_db():
     path = os.path.join(tempfile.mkdtemp(), "db.sqlite")
@@ -53,17 +32,7 @@ def new_db():
     return path
 """
 
-
-def child(code: str, prelude: str = PRELUDE) -> dict:
-    result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def assert_on_time(out: dict, beats: int = 5) -> None:
-    assert out["beats"] >= beats, out
-    assert out["late"] < 0.100, out
+child = functools.partial(run_child, prelude=PRELUDE)
 
 
 def test_the_lock_holder_commits_while_another_thread_waits_on_the_busy_timeout():
@@ -106,7 +75,7 @@ def test_the_lock_holder_commits_while_another_thread_waits_on_the_busy_timeout(
     assert out["errors"] == []
     assert out["rows"] == ["holder", "waiter 0", "waiter 1", "waiter 2"]
     assert out["elapsed"] < 1.5  # the waiters got the lock when it was freed, not at the timeout
-    assert_on_time(out, beats=20)
+    assert_kept_beating(out, min_beats=20)
 
 
 def test_a_busy_wait_that_times_out_still_raises_database_is_locked():
@@ -128,7 +97,7 @@ def test_a_busy_wait_that_times_out_still_raises_database_is_locked():
     """)
     assert out["error"] == "database is locked"
     assert out["elapsed"] >= 0.25
-    assert_on_time(out, beats=15)
+    assert_kept_beating(out, min_beats=15)
 
 
 def test_results_and_errors_match_the_stdlib():
@@ -184,7 +153,7 @@ def test_results_and_errors_match_the_stdlib():
         print(json.dumps(res))
     """
     green = child(code)
-    plain = child(code, prelude=PRELUDE.replace("greenpatch.monkey_patch()", ""))
+    plain = child(code, patch=False)
     assert green.pop("green") and green.pop("cursor_green")
     assert not plain.pop("green") and not plain.pop("cursor_green")
     assert green == plain
@@ -269,7 +238,7 @@ def test_sqlite3_imported_after_the_patch_is_patched_on_import():
         import sqlite3
         print(json.dumps({"before": before, "waiting": waiting,
                           "green": getattr(type(sqlite3.connect(":memory:")), "_gp_green", False)}))
-    """, prelude="import greenpatch\ngreenpatch.monkey_patch()\nimport json, sys\n")
+    """, prelude="")
     assert out["before"] is False
     assert "sqlite3" in out["waiting"]
     assert out["green"] is True
@@ -307,12 +276,12 @@ def test_user_offload_of_a_blocking_c_function_flock():
     # the lock, can never run to release it: the program hangs.
     out = child(FLOCK_SCRIPT.format(offload="greenpatch.offload('fcntl.flock')"))
     assert out["order"] == ["a locked", "a unlocks", "b locked", "b unlocks"]
-    assert_on_time(out, beats=20)
+    assert_kept_beating(out, min_beats=20)
 
 
 def test_without_the_entry_the_flock_program_hangs():
     with pytest.raises(subprocess.TimeoutExpired):
-        subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(FLOCK_SCRIPT.format(offload=""))],
+        subprocess.run([sys.executable, "-c", program(FLOCK_SCRIPT.format(offload=""), prelude=PRELUDE)],
                        capture_output=True, timeout=3)
 
 
@@ -351,15 +320,6 @@ def blocky(monkeypatch):
             restore(target)
 
 
-def _heartbeat(lateness, stop):
-    last = time.monotonic()
-    while not stop:
-        greenpatch.sleep(0.01)
-        now = time.monotonic()
-        lateness.append(now - last - 0.01)
-        last = now
-
-
 def test_offload_a_function_runs_it_in_a_real_thread(blocky):
     original = blocky.block
     offload("blocky_for_test.block")
@@ -367,7 +327,7 @@ def test_offload_a_function_runs_it_in_a_real_thread(blocky):
     assert offloaded().count("blocky_for_test.block") == 1
     assert blocky.block.__wrapped__ is original
     lateness, stop = [], []
-    beat = greenpatch.spawn(_heartbeat, lateness, stop)
+    beat = greenpatch.spawn(heartbeat, lateness, stop)
     threads = [greenpatch.spawn(blocky.block, 0.3) for _ in range(4)]
     start = time.monotonic()
     idents = {t.wait() for t in threads}

@@ -10,14 +10,7 @@ import pytest
 import greenpatch
 from greenpatch.green import os as green_os
 
-
-def _heartbeat(lateness, stop):
-    last = time.monotonic()
-    while not stop:
-        greenpatch.sleep(0.01)
-        now = time.monotonic()
-        lateness.append(now - last - 0.01)
-        last = now
+from children import heartbeat
 
 
 def test_covers_every_public_name_and_lists_only_the_replaced():
@@ -31,7 +24,7 @@ def test_pipe_read_waits_greenly_and_leaves_the_fd_blocking():
     r, w = std_os.pipe()
     try:
         lateness, stop = [], []
-        beat = greenpatch.spawn(_heartbeat, lateness, stop)
+        beat = greenpatch.spawn(heartbeat, lateness, stop)
         writer = greenpatch.spawn_after(0.2, green_os.write, w, b"hello")
         start = time.monotonic()
         assert green_os.read(r, 100) == b"hello"
@@ -113,7 +106,7 @@ def test_fd_number_reused_after_close_does_not_hang():
 def test_waitpid_waits_greenly():
     child = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(0.3); sys.exit(7)"])
     lateness, stop = [], []
-    beat = greenpatch.spawn(_heartbeat, lateness, stop)
+    beat = greenpatch.spawn(heartbeat, lateness, stop)
     assert green_os.waitpid(child.pid, std_os.WNOHANG) == (0, 0)
     pid, status = green_os.waitpid(child.pid, 0)
     child.returncode = std_os.waitstatus_to_exitcode(status)

@@ -1,43 +1,12 @@
 """Green subprocess under the global patch (run in child interpreters; the pytest process stays unpatched)."""
 
-import json
-import subprocess
-import sys
-import textwrap
+import functools
 
 import pytest
 
+from children import assert_kept_beating, run_child
 
-def child(code: str) -> dict:
-    prelude = textwrap.dedent("""
-        import greenpatch
-        greenpatch.monkey_patch()
-        import json, subprocess, sys, threading, time
-
-        class Heartbeat:
-            def __init__(self):
-                self.lateness = []
-                self.stop = False
-                self.thread = threading.Thread(target=self.run)
-                self.thread.start()
-
-            def run(self):
-                last = time.monotonic()
-                while not self.stop:
-                    time.sleep(0.01)
-                    now = time.monotonic()
-                    self.lateness.append(now - last - 0.01)
-                    last = now
-
-            def done(self):
-                self.stop = True
-                self.thread.join()
-                return {"beats": len(self.lateness), "late": max(self.lateness)}
-    """)
-    result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+child = functools.partial(run_child, prelude="import subprocess\n")
 
 
 def test_green_popen_is_a_subclass_and_is_what_run_uses():
@@ -73,8 +42,7 @@ def test_waits_keep_a_heartbeat_on_time(call):
     """)
     print(call, out)
     assert out["elapsed"] >= 0.4
-    assert out["beats"] >= 10
-    assert out["late"] < 0.150
+    assert_kept_beating(out, min_beats=10, max_late=0.150)
 
 
 def test_results_and_errors_match_the_stdlib():
