@@ -46,9 +46,11 @@ class Event:
         self._pulse = _Pulse()
 
     def __repr__(self) -> str:
+        # threading.Event's format; this class is threading.Event once patched.
         cls = type(self)
+        name = "threading.Event" if cls is Event else f"{cls.__module__}.{cls.__qualname__}"
         status = "set" if self._flag else "unset"
-        return f"<{cls.__module__}.{cls.__qualname__} at {id(self):#x}: {status}>"
+        return f"<{name} at {id(self):#x}: {status}>"
 
     def _at_fork_reinit(self) -> None:
         self._pulse = _Pulse()

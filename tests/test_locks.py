@@ -450,7 +450,7 @@ def test_event_set_clear_and_wait():
     assert event.is_set() and event.wait() is True and event.wait(0) is True
     event.clear()
     assert not event.is_set()
-    assert repr(event) == f"<greenpatch.event.Event at {id(event):#x}: unset>"
+    assert repr(event) == f"<threading.Event at {id(event):#x}: unset>"  # threading.Event once patched
 
 
 def test_set_wakes_every_waiter():

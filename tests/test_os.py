@@ -1,5 +1,6 @@
 """greenpatch.green.os: pipe reads/writes and child waits block only the calling green thread."""
 
+import errno
 import os as std_os
 import subprocess
 import sys
@@ -127,3 +128,14 @@ def test_wait_and_the_polling_fallback(monkeypatch):
     child.returncode = std_os.waitstatus_to_exitcode(status)
     assert pid == child.pid and child.returncode == 0
     assert len(ticks) >= 3
+
+
+def test_write_to_a_pipes_read_end_fails_at_once_as_the_real_call_does():
+    r, w = std_os.pipe()
+    try:
+        with pytest.raises(OSError) as err:
+            green_os.write(r, b"x")  # would never poll writable: must not wait for it
+        assert err.value.errno == errno.EBADF
+    finally:
+        std_os.close(r)
+        std_os.close(w)

@@ -559,3 +559,47 @@ def test_epoll_in_the_hub_polls_but_never_waits(track):
     assert outcome == "error" and type(error) is BlockingInHubError
     a.send(b"x")
     assert in_hub(ep.poll) == ("ok", [(b.fileno(), gselect.EPOLLIN)])
+
+
+@pytest.mark.skipif(not hasattr(stdselect, "poll"), reason="no select.poll on this platform")
+def test_poll_type_cannot_be_instantiated_like_the_stdlib_one():
+    obj = gselect.poll()
+    with pytest.raises(TypeError, match=r"^cannot create 'select\.poll' instances$"):
+        type(obj)()
+    assert repr(type(obj)) == repr(type(stdselect.poll()))
+    assert gselect.poll.__doc__
+
+
+@pytest.mark.parametrize("kind", ["select", "poll", "epoll"])
+def test_a_loop_over_always_ready_fds_lets_other_green_threads_run(kind, track):
+    """As a real select() releases the GIL: a server loop whose socket is always writable
+    (asyncore's) must not starve a green thread waiting for an fd or a timer."""
+    if not hasattr(gselect, kind):
+        pytest.skip(f"no select.{kind} here")
+    busy, _ = pair(track)
+    reader, writer = pair(track)
+    done = []
+
+    def waits_for_data():
+        done.append(reader.recv(1))
+
+    def sleeps():
+        time.sleep(0.01)
+        done.append("slept")
+
+    greenpatch.spawn(waits_for_data)
+    greenpatch.spawn(sleeps)
+    writer.send(b"x")
+    if kind != "select":
+        poller = getattr(gselect, kind)()
+        poller.register(busy.fileno(), stdselect.POLLOUT if kind == "poll" else stdselect.EPOLLOUT)
+    for _ in range(1_000_000):
+        if len(done) == 2:
+            break
+        if kind == "select":
+            assert gselect.select([], [busy], [], 5.0)[1] == [busy]
+        else:
+            assert poller.poll(5.0 if kind == "epoll" else 5000)
+    assert sorted(done, key=str) == [b"x", "slept"]
+    if kind == "epoll":
+        poller.close()

@@ -1207,3 +1207,51 @@ def test_short_read_then_more_data_later_is_received(track):
     with greenpatch.Timeout(2):
         thread.wait()
     assert replies == [b"one", b"two", b"three"]
+
+
+@pytest.mark.parametrize("mode", [None, 5.0])
+def test_msg_dontwait_tries_once_whatever_the_timeout(mode, track):
+    a, b = pair(track)
+    a.settimeout(mode)
+    b.settimeout(mode)
+    with pytest.raises(BlockingIOError):
+        b.recv(10, stdsocket.MSG_DONTWAIT)
+    with pytest.raises(BlockingIOError):
+        b.recv_into(bytearray(10), 0, stdsocket.MSG_DONTWAIT)
+    with pytest.raises(BlockingIOError):
+        b.recvmsg(10, 0, stdsocket.MSG_DONTWAIT)
+    with pytest.raises(OSError) as caught:
+        while True:  # as CPython's testSendmsgDontWait: fill the buffer, then EAGAIN instead of a wait
+            a.sendmsg([b"a" * 512], [], stdsocket.MSG_DONTWAIT)
+    assert caught.value.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOMEM)
+    with pytest.raises(BlockingIOError):
+        a.send(b"a" * 512, stdsocket.MSG_DONTWAIT)
+    assert b.recv(512, stdsocket.MSG_DONTWAIT) == b"a" * 512
+
+
+def test_setblocking_and_settimeout_raise_for_an_fd_closed_behind_the_socket(track):
+    owner = gsocket.socket()
+    borrower = gsocket.socket(fileno=owner.fileno())
+    owner.close()
+    try:
+        for call, arg in ((borrower.setblocking, False), (borrower.setblocking, True),
+                          (borrower.settimeout, 1.0), (borrower.settimeout, None)):
+            with pytest.raises(OSError) as caught:
+                call(arg)
+            assert caught.value.errno == errno.EBADF
+        assert borrower.gettimeout() is None  # the new timeout is kept, as CPython does
+    finally:
+        borrower.detach()
+
+
+def test_getnameinfo_rejects_a_non_tuple_like_the_stdlib_and_keeps_no_reference():
+    name = "not-an-address-" + str(os.getpid())
+    before = sys.getrefcount(name)
+    with pytest.raises(TypeError, match="^getnameinfo\\(\\) argument 1 must be a tuple$"):
+        gsocket.getnameinfo(name, 0)
+    with pytest.raises(TypeError):
+        try:
+            gsocket.getnameinfo(name, 0)
+        except TypeError:
+            assert sys.getrefcount(name) == before  # while the traceback is alive
+            raise

@@ -320,3 +320,25 @@ def test_local_works_with_real_os_threads_too():
 
 def test_rlock_from_green_thread_module_is_the_green_rlock():
     assert green_thread.RLock is RLock and green_thread.allocate_lock is Lock
+
+
+def test_event_repr_is_threading_events():
+    event = green_threading.Event()
+    assert repr(event) == f"<threading.Event at {id(event):#x}: unset>"
+    event.set()
+    assert repr(event) == f"<threading.Event at {id(event):#x}: set>"
+
+    class Sub(green_threading.Event):
+        pass
+
+    assert repr(Sub()).startswith(f"<{__name__}.test_event_repr_is_threading_events.<locals>.Sub at ")
+
+
+def test_count_leaves_out_the_default_tpool_workers():
+    """A name lookup leaves an idle tpool worker behind; _count() is back to before, as CPython's would be."""
+    from greenpatch import tpool
+
+    before = green_thread._count()
+    assert tpool.execute(lambda: 42) == 42
+    assert greenpatch.hub.own_threads >= 1  # the worker idles on, for the next lookup
+    assert green_thread._count() == before

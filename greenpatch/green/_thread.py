@@ -151,8 +151,17 @@ start_new = start_new_thread
 
 
 def _count() -> int:
-    """How many threads started through ``_thread`` are running (green ones and real ones)."""
-    return len(_alive) + _real_count()
+    """How many threads started through ``_thread`` are running (green ones and real ones).
+
+    The workers of greenpatch's default ``tpool`` (name lookups run there,
+    and a worker idles on for a while afterwards) are not the program's: like
+    CPython's count, this one goes back down as soon as the threads the
+    program started have ended (``threading_helper.wait_threads_exit``).
+    """
+    tpool = sys.modules.get("greenpatch.tpool")
+    pool = tpool._default if tpool is not None else None
+    workers = pool._workers if pool is not None else 0
+    return len(_alive) + max(0, _real_count() - workers)
 
 
 def interrupt_main(signum: int = signal.SIGINT, /) -> None:

@@ -33,6 +33,8 @@ from __future__ import annotations
 import os as _os
 import select as _select
 import stat as _stat
+from fcntl import F_GETFL as _F_GETFL
+from fcntl import fcntl as _fcntl
 from os import *  # noqa: F401,F403  (the twin exposes every public name of the original)
 
 from greenpatch.hub import READ as _READ
@@ -115,6 +117,11 @@ def _write_in_chunks(fd: int, data, write_chunk) -> int:
     return done
 
 
+def _read_only(fd: int) -> bool:
+    """True if ``fd`` is not open for writing: it would never poll writable."""
+    return _fcntl(fd, _F_GETFL) & _os.O_ACCMODE == _os.O_RDONLY
+
+
 def read(fd: int, length: int, /) -> bytes:
     if _needs_wait(fd):
         _wait_readable(fd)
@@ -123,8 +130,8 @@ def read(fd: int, length: int, /) -> bytes:
 
 def write(fd: int, data, /) -> int:
     mode = _real_fstat(fd).st_mode
-    if _S_ISREG(mode) or _S_ISDIR(mode) or _S_ISBLK(mode) or not _real_get_blocking(fd):
-        return _real_write(fd, data)
+    if _S_ISREG(mode) or _S_ISDIR(mode) or _S_ISBLK(mode) or not _real_get_blocking(fd) or _read_only(fd):
+        return _real_write(fd, data)  # (on a read-only fd, such as a pipe's read end, it fails at once: EBADF)
     return _write_in_chunks(fd, data, lambda chunk: _real_write(fd, chunk))
 
 

@@ -37,6 +37,9 @@ from math import ceil as _ceil  # noqa: E402
 from operator import index as _index  # noqa: E402
 from time import monotonic as _monotonic  # noqa: E402
 
+from greenlet import getcurrent as _getcurrent  # noqa: E402
+
+from greenpatch.greenthread import sleep as _sleep  # noqa: E402
 from greenpatch.hub import READ as _READ  # noqa: E402
 from greenpatch.hub import peek_hub as _peek_hub  # noqa: E402
 from greenpatch.hub import get_hub as _get_hub  # noqa: E402
@@ -126,6 +129,22 @@ def _wait(hub, reads, writes, timeout) -> bool:
         return True
 
 
+def _let_others_run() -> bool:
+    """Before returning fds that were ready at once, give the hub's other work a turn; True if it ran.
+
+    A real select() or poll() releases the GIL, so a thread looping over it
+    with fds always ready (an asyncore server whose socket is writable) lets
+    the other threads run.  A green call that found fds ready never switched:
+    such a loop would starve every green thread waiting for an fd or a timer,
+    which only the hub can wake.  The caller checks its fds again afterwards.
+    """
+    hub = _peek_hub()
+    if hub is None or not (hub._ready or hub._fd_waiters or hub._timers) or _getcurrent() is hub:
+        return False
+    _sleep(0)
+    return True
+
+
 def _fileno(obj) -> int:
     return obj if isinstance(obj, int) else obj.fileno()
 
@@ -154,6 +173,8 @@ def select(rlist, wlist, xlist, timeout=None, /):
     wlist = _sequence(wlist)
     xlist = _sequence(xlist)
     ready = _real_select(rlist, wlist, xlist, 0)
+    if (ready[0] or ready[1] or ready[2] or seconds == 0) and _let_others_run():
+        ready = _real_select(rlist, wlist, xlist, 0)
     if ready[0] or ready[1] or ready[2] or seconds == 0:
         return ready
     hub = _get_hub()
@@ -185,10 +206,14 @@ if _real_poll is not None:
         """A green poll object: register fds, then poll() suspends only the calling green thread.
 
         Same methods, arguments, results and errors as the object the
-        stdlib's select.poll() returns.
+        stdlib's select.poll() returns.  Like the stdlib's, the type of that
+        object cannot be called: ``poll()`` returns a ``_PollObject``.
         """
 
         __slots__ = ("_poll", "_masks", "_polling", "__weakref__")
+
+        def __new__(cls):
+            return object.__new__(_PollObject if cls is poll else cls)
 
         def __init__(self) -> None:
             self._poll = _real_poll()
@@ -219,6 +244,8 @@ if _real_poll is not None:
             if self._polling:
                 raise RuntimeError("concurrent poll() invocation")
             ready = self._poll.poll(0)
+            if (ready or seconds == 0) and _let_others_run():
+                ready = self._poll.poll(0)
             if ready or seconds == 0:
                 return ready
             hub = _get_hub()
@@ -245,6 +272,16 @@ if _real_poll is not None:
                             return []
             finally:
                 self._polling = False
+
+    class _PollObject(poll):
+        __slots__ = ()
+        __doc__ = poll.__doc__
+
+        def __new__(cls, *args, **kwargs):
+            raise TypeError("cannot create 'select.poll' instances")
+
+    _PollObject.__name__ = _PollObject.__qualname__ = "poll"
+    _PollObject.__module__ = "select"
 
 
 # -- epoll() -------------------------------------------------------------------------------
@@ -309,6 +346,8 @@ if _real_epoll is not None:
             real = self._epoll
             seconds = _epoll_timeout(timeout, real.poll, maxevents)
             ready = real.poll(0, maxevents)  # also checks closed and maxevents
+            if (ready or seconds == 0) and _let_others_run():
+                ready = real.poll(0, maxevents)
             if ready or seconds == 0:
                 return ready
             # The epoll fd is ours (forgotten on the hub when taken and when

@@ -70,8 +70,10 @@ def getsignal(signalnum: int, /) -> Any:
     return _as_given(_real_getsignal(signalnum))
 
 
-signal.__doc__ = _signal.signal.__doc__
-getsignal.__doc__ = _signal.getsignal.__doc__
+for _green, _real in ((signal, _real_signal), (getsignal, _real_getsignal)):
+    _green.__doc__ = _real.__doc__
+    _green.__module__ = "signal"  # they stand in the signal module, as the C ones do
+del _green, _real
 
 
 def __after_patch__(module: Any) -> None:

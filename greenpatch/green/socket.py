@@ -82,6 +82,7 @@ _POLLOUT = _select.POLLOUT
 # connect_ex() results that mean "not done yet"; EAGAIN is AF_UNIX's "listener backlog full".
 _CONNECT_PENDING = frozenset((_EINPROGRESS, _EALREADY, _EAGAIN))
 _UNSURE = object()
+_DONTWAIT = getattr(_csocket, "MSG_DONTWAIT", 0)
 
 
 class socket(_stdsocket.socket):
@@ -115,13 +116,18 @@ class socket(_stdsocket.socket):
     def settimeout(self, value: float | None) -> None:
         timeout = _fast_timeout(value)
         if timeout is _UNSURE or _c_fileno(self) < 0:
-            timeout = self._through_c(_c_settimeout, value)
-        self._timeout = timeout
+            self._timeout = self._through_c(_c_settimeout, value)
+        else:
+            # As CPython: the new timeout is kept, then the fd's mode is set
+            # (always non-blocking here), which raises OSError for a bad fd.
+            self._timeout = timeout
+            _c_setblocking(self, False)
 
     def setblocking(self, flag: bool) -> None:
         if (flag is True or flag is False or (flag.__class__ is int and (flag == 0 or flag == 1))) \
                 and _c_fileno(self) >= 0:
             self._timeout = None if flag else 0.0
+            _c_setblocking(self, False)  # OSError for an fd closed behind the socket's back, as CPython
         else:
             self._timeout = self._through_c(_c_setblocking, flag)
 
@@ -197,27 +203,42 @@ class socket(_stdsocket.socket):
 
     # -- receiving ---------------------------------------------------------------
 
+    # MSG_DONTWAIT asks for one try whatever the timeout: the C call alone,
+    # whose BlockingIOError goes to the caller.
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if flags and _dontwait(flags):
+            return _c_recv(self, bufsize, flags)
         want = bufsize if self._stream and not flags and bufsize.__class__ is int else 0
         return self._green_io(_c_recv, _READ, (self, bufsize, flags), None, want)
 
     def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        if flags and _dontwait(flags):
+            return _c_recv_into(self, buffer, nbytes, flags)
         want = 0
         if self._stream and not flags and nbytes.__class__ is int:
             want = nbytes or (buffer.nbytes if buffer.__class__ is memoryview else 0)
         return self._green_io(_c_recv_into, _READ, (self, buffer, nbytes, flags), None, want)
 
     def recvfrom(self, bufsize: int, flags: int = 0):
+        if flags and _dontwait(flags):
+            return _c_recvfrom(self, bufsize, flags)
         return self._green_io(_c_recvfrom, _READ, (self, bufsize, flags))
 
     def recvfrom_into(self, buffer, nbytes: int = 0, flags: int = 0):
+        if flags and _dontwait(flags):
+            return _c_recvfrom_into(self, buffer, nbytes, flags)
         return self._green_io(_c_recvfrom_into, _READ, (self, buffer, nbytes, flags))
 
     if _c_recvmsg is not None:
         def recvmsg(self, *args):
+            if len(args) > 2 and _dontwait(args[2]):
+                return _c_recvmsg(self, *args)
             return self._green_io(_c_recvmsg, _READ, (self, *args))
 
         def recvmsg_into(self, *args):
+            if len(args) > 2 and _dontwait(args[2]):
+                return _c_recvmsg_into(self, *args)
             return self._green_io(_c_recvmsg_into, _READ, (self, *args))
 
     def _accept(self):
@@ -240,14 +261,20 @@ class socket(_stdsocket.socket):
     # -- sending -------------------------------------------------------------------
 
     def send(self, data, flags: int = 0) -> int:
+        if flags and _dontwait(flags):
+            return _c_send(self, data, flags)
         return self._green_io(_c_send, _WRITE, (self, data, flags))
 
     def sendto(self, *args) -> int:
         """sendto(data[, flags], address) -> count"""
+        if len(args) == 3 and _dontwait(args[1]):
+            return _c_sendto(self, *args)
         return self._green_io(_c_sendto, _WRITE, (self, *args))
 
     if _c_sendmsg is not None:
         def sendmsg(self, *args) -> int:
+            if len(args) > 2 and _dontwait(args[2]):
+                return _c_sendmsg(self, *args)
             return self._green_io(_c_sendmsg, _WRITE, (self, *args))
 
     def sendall(self, data, flags: int = 0) -> None:
@@ -414,6 +441,11 @@ for _name in ("recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "recv
 del _name
 
 
+def _dontwait(flags) -> bool:
+    """True if ``flags`` (an int, MsgFlag included; else left to the C call to check) include MSG_DONTWAIT."""
+    return isinstance(flags, int) and bool(flags & _DONTWAIT)
+
+
 def _fast_timeout(value):
     """settimeout()'s value as the stdlib stores it, for the common types; else _UNSURE.
 
@@ -533,6 +565,11 @@ def gethostbyaddr(ip_address, /):
 
 
 def getnameinfo(sockaddr, flags, /):
+    if not isinstance(sockaddr, tuple):
+        # The C function's error, raised here: a traceback holds this frame,
+        # and it must not keep the argument alive (the C call keeps nothing).
+        del sockaddr
+        raise TypeError("getnameinfo() argument 1 must be a tuple")
     if flags & NI_NUMERICHOST and flags & NI_NUMERICSERV:
         return _real_getnameinfo(sockaddr, flags)
     return _tpool.execute(_real_getnameinfo, sockaddr, flags)

@@ -311,6 +311,11 @@ def setup_support(cfg):
     sys.path[:] = [os.path.abspath(p) if p else p for p in sys.path]
     faulthandler.enable(all_threads=True)
     import signal
+    # A runner started in the background (``cmd &`` in a script, nohup) hands
+    # its children SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler; the tests expect an interpreter started from a terminal.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for name in ("SIGALRM", "SIGUSR1"):  # as regrtest: dump tracebacks, then chain to the test's handler
         signum = getattr(signal, name, None)
         if signum is not None:

@@ -836,6 +836,10 @@ def main(argv: list[str] | None = None) -> int:
     tables = {}
     for lib in libs:
         path = args.known if (args.known and len(libs) == 1) else known_path(lib, info["minor"])
+        if lib != "none" and not path.exists() and not args.update_known:
+            print(f"no known-failures table {path} for lib={lib} on Python {info['minor']}: write one with "
+                  f"python -m tests.stdlib --lib {lib} --python {args.python} --update-known", file=sys.stderr)
+            return 2
         tables[lib] = (path, read_known(path))
     none_table = read_known(known_path("none", info["minor"]))
 

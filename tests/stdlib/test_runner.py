@@ -242,6 +242,16 @@ def test_cli_end_to_end_exit_codes(tmp_path):
     assert runner.main(argv) == 0
 
 
+def test_a_patched_lib_without_a_table_is_a_clear_usage_error(tmp_path, capsys):
+    """No table for this lib and version: exit 2 at once, naming the file and the command that writes it."""
+    missing = tmp_path / "greenpatch-9.9.txt"
+    argv = ["sched", "--lib", "greenpatch", "--known", str(missing), "--results-dir", str(tmp_path / "results"), "-q"]
+    assert runner.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"no known-failures table {missing}" in err and "--update-known" in err
+    assert not (tmp_path / "results" / "logs").exists()  # nothing was run
+
+
 def test_switch_check_flags_a_test_that_blocks_the_hub():
     """The watcher sees a green thread waiting on an fd while the main greenlet blocks for real."""
     greenpatch = pytest.importorskip("greenpatch")
