@@ -31,7 +31,6 @@ still the real, blocking one.
 from __future__ import annotations
 
 import socket as _stdsocket
-import types as _types
 
 # The stdlib namespace first, so the re-bound stdlib helpers find every global
 # they use; what follows overrides ``socket`` and the helpers.
@@ -54,6 +53,7 @@ from greenpatch.hub import READ as _READ  # noqa: E402
 from greenpatch.hub import WRITE as _WRITE  # noqa: E402
 from greenpatch.hub import peek_hub as _peek_hub  # noqa: E402
 from greenpatch.hub import get_hub as _get_hub  # noqa: E402
+from greenpatch.green import rebind_functions as _rebind_functions  # noqa: E402
 from greenpatch.patcher import original as _original  # noqa: E402
 
 __implements__ = ["socket"]
@@ -465,35 +465,8 @@ def _fast_timeout(value):
     return _UNSURE
 
 
-def _mentions(code: _types.CodeType, name: str) -> bool:
-    if name in code.co_names:
-        return True
-    return any(_mentions(const, name) for const in code.co_consts if isinstance(const, _types.CodeType))
-
-
-def _rebind(func: _types.FunctionType) -> _types.FunctionType:
-    """The stdlib function ``func`` with this module's globals, so it builds green sockets."""
-    green = _types.FunctionType(func.__code__, globals(), func.__name__, func.__defaults__, func.__closure__)
-    green.__kwdefaults__ = func.__kwdefaults__
-    green.__qualname__ = func.__qualname__
-    green.__doc__ = func.__doc__
-    green.__annotations__ = dict(func.__annotations__)
-    green.__dict__.update(func.__dict__)
-    green.__module__ = __name__
-    return green
-
-
-def _rebind_helpers() -> None:
-    rebound: dict[int, _types.FunctionType] = {}
-    for name, value in vars(_stdsocket).items():
-        if (isinstance(value, _types.FunctionType) and value.__module__ == _stdsocket.__name__
-                and _mentions(value.__code__, "socket")):
-            if id(value) not in rebound:
-                rebound[id(value)] = _rebind(value)
-            globals()[name] = rebound[id(value)]
-
-
-_rebind_helpers()
+# The stdlib helpers that build sockets (create_connection, socketpair, fromfd, ...) build green ones.
+_rebind_functions(_stdsocket, globals(), __name__, ("socket",))
 
 
 # -- name resolution off the hub ------------------------------------------------

@@ -47,9 +47,10 @@ globals().update({name: value for name, value in vars(_stdssl).items()
                   if not (name.startswith("__") and name.endswith("__"))})
 
 import _socket as _csocket  # noqa: E402
-import types as _types  # noqa: E402
 from time import monotonic as _monotonic  # noqa: E402
 
+from greenpatch.green import rebind as _rebind  # noqa: E402
+from greenpatch.green import rebind_functions as _rebind_functions  # noqa: E402
 from greenpatch.green import socket as _green_socket  # noqa: E402
 from greenpatch.hub import READ as _READ  # noqa: E402
 from greenpatch.hub import WRITE as _WRITE  # noqa: E402
@@ -154,19 +155,6 @@ def _tls_io(sock, call, args, op):
             direction = _WRITE
 
 
-def _rebind(func: _types.FunctionType, namespace: dict | None = None) -> _types.FunctionType:
-    """The stdlib function ``func`` with other globals (by default this module's, so it builds green objects)."""
-    green = _types.FunctionType(func.__code__, globals() if namespace is None else namespace, func.__name__,
-                                func.__defaults__, func.__closure__)
-    green.__kwdefaults__ = func.__kwdefaults__
-    green.__qualname__ = func.__qualname__
-    green.__doc__ = func.__doc__
-    green.__annotations__ = dict(func.__annotations__)
-    green.__dict__.update(func.__dict__)
-    green.__module__ = __name__
-    return green
-
-
 class SSLSocket(_StdSSLSocket, _green_socket.socket):
     """An ``ssl.SSLSocket`` whose blocking calls suspend only the calling green thread.
 
@@ -177,7 +165,8 @@ class SSLSocket(_StdSSLSocket, _green_socket.socket):
     # The stdlib's _create, run with the stdlib class as its ``SSLSocket``
     # global: its ``super(SSLSocket, self).__init__`` must reach the green
     # socket's __init__ even after ``ssl.SSLSocket`` names this class.
-    _create = classmethod(_rebind(_StdSSLSocket._create.__func__, dict(vars(_stdssl), SSLSocket=_StdSSLSocket)))
+    _create = classmethod(_rebind(_StdSSLSocket._create.__func__, dict(vars(_stdssl), SSLSocket=_StdSSLSocket),
+                                  __name__))
 
     def read(self, len=1024, buffer=None):
         self._checkClosed()
@@ -243,27 +232,10 @@ class SSLContext(_StdSSLContext):
     sslsocket_class = SSLSocket
 
 
-def _mentions(code: _types.CodeType, names: frozenset) -> bool:
-    if names.intersection(code.co_names):
-        return True
-    return any(_mentions(const, names) for const in code.co_consts if isinstance(const, _types.CodeType))
-
-
-def _rebind_functions() -> None:
-    # create_default_context, _create_unverified_context (and their aliases
-    # _create_default_https_context, _create_stdlib_context), wrap_socket on
-    # 3.10/3.11, get_server_certificate.
-    overridden = frozenset(("SSLContext", "SSLSocket", "socket", "create_connection"))
-    rebound: dict[int, _types.FunctionType] = {}
-    for name, value in vars(_stdssl).items():
-        if (isinstance(value, _types.FunctionType) and value.__module__ == _stdssl.__name__
-                and _mentions(value.__code__, overridden)):
-            if id(value) not in rebound:
-                rebound[id(value)] = _rebind(value)
-            globals()[name] = rebound[id(value)]
-
-
-_rebind_functions()
+# create_default_context, _create_unverified_context (and their aliases
+# _create_default_https_context, _create_stdlib_context), wrap_socket on
+# 3.10/3.11, get_server_certificate: the stdlib's code, building green objects.
+_rebind_functions(_stdssl, globals(), __name__, ("SSLContext", "SSLSocket", "socket", "create_connection"))
 
 
 def __after_patch__(module) -> None:

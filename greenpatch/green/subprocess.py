@@ -23,10 +23,10 @@ item 7).
 from __future__ import annotations
 
 import subprocess as _subprocess
-import types as _types
 from subprocess import *  # noqa: F401,F403
 
 from greenpatch.green import os as _green_os
+from greenpatch.green import rebind as _rebind
 from greenpatch.green import selectors as _green_selectors
 from greenpatch.green import time as _green_time
 
@@ -43,23 +43,15 @@ _green_globals.update(
 )
 
 
-def _rebind(func: _types.FunctionType) -> _types.FunctionType:
-    green = _types.FunctionType(func.__code__, _green_globals, func.__name__, func.__defaults__, func.__closure__)
-    green.__kwdefaults__ = func.__kwdefaults__
-    green.__qualname__ = func.__qualname__
-    green.__doc__ = func.__doc__
-    return green
-
-
 _StdPopen = _subprocess.Popen
 
 
 class Popen(_StdPopen):
     __doc__ = _StdPopen.__doc__
 
-    _wait = _rebind(_StdPopen._wait)
-    _try_wait = _rebind(_StdPopen._try_wait)
-    _communicate = _rebind(_StdPopen._communicate)
+    _wait = _rebind(_StdPopen._wait, _green_globals, __name__)
+    _try_wait = _rebind(_StdPopen._try_wait, _green_globals, __name__)
+    _communicate = _rebind(_StdPopen._communicate, _green_globals, __name__)
 
     def communicate(self, input=None, timeout=None):
         if (timeout is not None or self._communication_started
