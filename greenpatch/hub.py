@@ -527,12 +527,7 @@ def _route_sigint(signum: int, frame: Any) -> None:
     handler runs in whichever green thread happens to be executing, and
     threading's bootstrap would swallow the exception there.
     """
-    hub = _state.hub
-    current = getcurrent()
-    if current is hub.main or current is hub:
-        raise KeyboardInterrupt
-    hub.resume(current)  # this green thread goes on after main has had the interrupt
-    hub._to_main(KeyboardInterrupt())
+    _state.hub.run_in_main(signal.default_int_handler, signum, frame)
 
 
 def _can_be_woken_from_outside() -> bool:
