@@ -251,18 +251,20 @@ class Hub(greenlet):
         self._cancelled_timers = 0
 
     def wait_fd(self, fd: int, direction: int = READ, timeout: float | None = None,
-                timeout_exc: type[BaseException] = TimeoutError, timeout_msg: str = "timed out") -> None:
+                timeout_exc: type[BaseException] = TimeoutError, timeout_msg: str = "timed out") -> FdWatch | None:
         """Suspend the current green thread until fd may be ready for ``direction``.
 
         Returns early and spuriously at times: callers retry their syscall.
         Raises ``timeout_exc(timeout_msg)`` after ``timeout`` seconds and
-        ``OSError(EBADF)`` if the fd is closed meanwhile.
+        ``OSError(EBADF)`` if the fd is closed meanwhile.  Returns the fd's
+        ``FdWatch`` (still registered: a forgotten fd raises instead), or None
+        for a file that cannot be polled and is always ready.
         """
         watch = self._watches.get(fd)
         if watch is None:
             watch = self._watch(fd)
             if watch is None:
-                return  # a regular file is always ready
+                return None  # a regular file is always ready
         waiters = watch.readers if direction == READ else watch.writers
         current = getcurrent()
         if current is self:
@@ -284,6 +286,7 @@ class Hub(greenlet):
                 self._fd_waiters -= 1
                 waiters.remove(current)
                 timer.cancel()
+        return watch
 
     def wait_fds(self, reads: Iterable[int], writes: Iterable[int], timeout: float | None = None) -> bool:
         """Suspend until any fd in ``reads`` may be readable or any in ``writes`` writable.

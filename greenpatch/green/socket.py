@@ -53,6 +53,7 @@ from greenpatch.hub import READ as _READ  # noqa: E402
 from greenpatch.hub import WRITE as _WRITE  # noqa: E402
 from greenpatch.hub import peek_hub as _peek_hub  # noqa: E402
 from greenpatch.hub import get_hub as _get_hub  # noqa: E402
+from greenpatch.hub import _state as _hub_state  # noqa: E402
 from greenpatch.green import rebind_functions as _rebind_functions  # noqa: E402
 from greenpatch.patcher import original as _original  # noqa: E402
 
@@ -167,7 +168,10 @@ class socket(_stdsocket.socket):
         readiness hint is cleared and the next call waits for an edge instead
         of making a recv that would fail (``hub.FdWatch``).
         """
-        hub = _get_hub()
+        try:
+            hub = _hub_state.hub
+        except AttributeError:
+            hub = _get_hub()
         timeout = self._timeout
         watch = hub._watches.get(_c_fileno(self))
         if watch is None or watch.ready & (direction | _HANGUP) or timeout == 0.0:
@@ -185,20 +189,18 @@ class socket(_stdsocket.socket):
             deadline = _monotonic() + timeout
         while True:
             if deadline is None:
-                wait_fd(_c_fileno(self), direction)
+                watch = wait_fd(_c_fileno(self), direction)
             else:
                 remaining = deadline - _monotonic()
                 if remaining <= 0.0:
                     raise TimeoutError("timed out")
-                wait_fd(_c_fileno(self), direction, remaining, TimeoutError, "timed out")
+                watch = wait_fd(_c_fileno(self), direction, remaining, TimeoutError, "timed out")
             try:
                 result = call(*args)
             except BlockingIOError:
                 continue
-            if want and 0 < (result if result.__class__ is int else len(result)) < want:
-                watch = hub._watches.get(_c_fileno(self))
-                if watch is not None:
-                    watch.ready &= ~direction
+            if want and watch is not None and 0 < (result if result.__class__ is int else len(result)) < want:
+                watch.ready &= ~direction
             return result
 
     # -- receiving ---------------------------------------------------------------
