@@ -257,8 +257,8 @@ class Hub(greenlet):
         Returns early and spuriously at times: callers retry their syscall.
         Raises ``timeout_exc(timeout_msg)`` after ``timeout`` seconds and
         ``OSError(EBADF)`` if the fd is closed meanwhile.  Returns the fd's
-        ``FdWatch`` (still registered: a forgotten fd raises instead), or None
-        for a file that cannot be polled and is always ready.
+        ``FdWatch``, whose readiness hint the caller may clear, or None for a
+        file that cannot be polled and is always ready.
         """
         watch = self._watches.get(fd)
         if watch is None:
