@@ -448,6 +448,20 @@ def test_epoll_edge_triggered_registration_wakes_again_on_new_data(track):
     assert ep.poll(5) == [(b.fileno(), gselect.EPOLLIN)]
 
 
+def test_epoll_poll_keeps_edge_triggered_events_while_it_lets_other_green_threads_run(track):
+    # poll() found the event at once, gives pending green threads a turn, then returns
+    # it: polling again would lose it, as an edge-triggered registration reports it once.
+    a, b = pair(track)
+    ep = gselect.epoll()
+    track.append(ep)
+    ep.register(b, gselect.EPOLLIN | gselect.EPOLLET)
+    a.send(b"1")
+    ran = []
+    greenpatch.spawn(ran.append, "other")
+    assert ep.poll(0) == [(b.fileno(), gselect.EPOLLIN)]
+    assert ran == ["other"]
+
+
 def test_epoll_timeout_and_maxevents(track):
     ep = gselect.epoll()
     track.append(ep)

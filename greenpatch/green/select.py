@@ -346,9 +346,11 @@ if _real_epoll is not None:
             real = self._epoll
             seconds = _epoll_timeout(timeout, real.poll, maxevents)
             ready = real.poll(0, maxevents)  # also checks closed and maxevents
-            if (ready or seconds == 0) and _let_others_run():
-                ready = real.poll(0, maxevents)
             if ready or seconds == 0:
+                # Events already taken are returned, not polled for again: an
+                # edge-triggered or one-shot registration reports them once.
+                if _let_others_run() and not ready:
+                    ready = real.poll(0, maxevents)
                 return ready
             # The epoll fd is ours (forgotten on the hub when taken and when
             # closed), so the cheaper single-fd wait fits: no re-registration.
