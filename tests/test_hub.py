@@ -86,6 +86,25 @@ def test_sleep_zero_is_fair_round_robin():
     assert order == list("abcabcabc")
 
 
+def test_what_a_batch_makes_ready_waits_for_a_poll_once_a_green_thread_waits_on_an_fd():
+    # The hub runs on into what a batch made ready only while nothing waits on an fd:
+    # here the batch that starts the reader makes it an fd waiter, so main's next
+    # sleep(0) lets the poller in and the reader gets its byte first.
+    x, y = nonblocking_pair()
+    got = []
+
+    def reader():
+        get_hub().wait_fd(y.fileno(), READ)
+        got.append(y.recv(1))
+
+    greenpatch.spawn(reader)
+    greenpatch.sleep(0)  # one turn: the reader starts and waits on y, main goes on
+    x.send(b"!")
+    greenpatch.sleep(0)
+    assert got == [b"!"]
+    close(x, y)
+
+
 def test_sleep_waits_at_least_the_time_asked():
     start = time.monotonic()
     greenpatch.sleep(0.05)
