@@ -9,6 +9,12 @@ operation counts and reports (Ir(6000) - Ir(2000)) / 4000, so start-up and
 imports cancel out.  Native APIs only, both ends in one process.  Kernel
 work (syscalls) is not counted: compare with run.py's CPU per round trip.
 Needs ``valgrind`` (Debian package).
+
+``--systems floor`` (echo64 and socketpair only) is the lower bound of any
+greenlet hub on this machine: the same socket calls on raw non-blocking
+sockets, edge-triggered epoll registered once, and bare greenlet switches
+between a 10-line hub and the two ends; no socket class, timeouts or
+bookkeeping.  What a system counts above it is its own Python (or Cython).
 """
 
 import argparse
@@ -19,10 +25,58 @@ import sys
 BENCHES = ("echo64", "socketpair", "queue", "event", "sleep0", "timers")
 
 
+def floor(bench: str, n: int) -> None:
+    """echo64 or socketpair with nothing but the syscalls, one epoll and greenlet switches."""
+    import select
+    import socket
+
+    from greenlet import getcurrent, greenlet
+
+    x, y = socket.socketpair()
+    x.setblocking(False)
+    y.setblocking(False)
+    size, message = (65536, b"x" * 64) if bench == "echo64" else (1, b"x")
+    epoll = select.epoll()
+    waiting = {}
+    for sock in (x, y):
+        epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLOUT | select.EPOLLET)
+
+    def recv(sock):
+        while True:
+            try:
+                return sock.recv(size)
+            except BlockingIOError:
+                waiting[sock.fileno()] = getcurrent()
+                hub.switch()
+
+    def responder():
+        for _ in range(n):
+            y.send(recv(y))
+
+    def loop():
+        greenlet(responder).switch()  # runs until it waits for its first message
+        while True:
+            for fd, _ in epoll.poll():
+                waiter = waiting.pop(fd, None)
+                if waiter is not None:
+                    waiter.switch()
+
+    hub = greenlet(loop)
+    for _ in range(n):
+        x.send(message)
+        recv(x)
+
+
 def child(system: str, bench: str, n: int) -> None:
     """Run ``bench`` ``n`` times with ``system``'s native API (the part valgrind measures)."""
     def noop():
         pass
+
+    if system == "floor":
+        if bench not in ("echo64", "socketpair"):
+            return  # no floor for this bench: 0 instructions per op
+        floor(bench, n)
+        return
 
     if system == "greenpatch":
         import greenpatch
