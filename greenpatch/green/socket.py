@@ -281,10 +281,16 @@ class socket(_stdsocket.socket):
 
     def sendall(self, data, flags: int = 0) -> None:
         # The timeout covers the whole call, as in CPython; partial sends go
-        # on from a memoryview slice, so nothing is copied.
+        # on from a memoryview slice, so nothing is copied.  The first send is
+        # tried at once, as the C sendall does: most sendall() calls end there.
         timeout = self._timeout
         deadline = _monotonic() + timeout if timeout else None
-        sent = self._green_io(_c_send, _WRITE, (self, data, flags), deadline)  # the C call checks ``data``
+        try:
+            sent = _c_send(self, data, flags)  # the C call checks ``data``
+        except BlockingIOError:
+            if timeout == 0.0:
+                raise
+            sent = self._green_io(_c_send, _WRITE, (self, data, flags), deadline)
         if sent == len(data) and (data.__class__ is bytes or data.__class__ is bytearray):
             return
         with memoryview(data) as view, view.cast("B") as octets:
