@@ -184,17 +184,16 @@ class socket(_stdsocket.socket):
                 if want and watch is not None and 0 < (result if result.__class__ is int else len(result)) < want:
                     watch.ready &= ~direction
                 return result
-        wait_fd = hub.wait_fd
         if timeout is not None and deadline is None:
             deadline = _monotonic() + timeout
         while True:
             if deadline is None:
-                watch = wait_fd(_c_fileno(self), direction)
+                watch = hub.wait_fd(_c_fileno(self), direction)
             else:
                 remaining = deadline - _monotonic()
                 if remaining <= 0.0:
                     raise TimeoutError("timed out")
-                watch = wait_fd(_c_fileno(self), direction, remaining, TimeoutError, "timed out")
+                watch = hub.wait_fd(_c_fileno(self), direction, remaining, TimeoutError, "timed out")
             try:
                 result = call(*args)
             except BlockingIOError:
