@@ -169,7 +169,7 @@ class socket(_stdsocket.socket):
         of making a recv that would fail (``hub.FdWatch``).
         """
         try:
-            hub = _hub_state.hub
+            hub = _hub_state.hub  # get_hub(), inlined on the hot path as park() does
         except AttributeError:
             hub = _get_hub()
         timeout = self._timeout
