@@ -18,7 +18,8 @@ is left to settle, and the fd count and RSS are taken; the main phase runs;
 then the same is taken again.  Checks at the end (exit status 1 if any fails):
 
 * every byte a good, slow or half-closing client sent came back, unchanged;
-* the server's open fds (/proc/PID/fd) are back to their count at start;
+* the server's open fds (/proc/PID/fd) are back to their count at start
+  (at rest, after echoing one line);
 * RSS grew by less than 5 % from after the warm-up to the end;
 * the server still has one OS thread and no green thread left behind (its
   fd count at rest: one per green client thread);
@@ -206,6 +207,26 @@ def settle(pid: int, target: int, timeout: float = 15.0) -> int:
     return count
 
 
+def fds_at_rest(pid: int, address: tuple) -> int:
+    """The server's fd count at rest after echoing one line.
+
+    Not the count at "listening on": the hub (an epoll fd and a wakeup pipe)
+    is made on the server's first wait, which may come a little after it.
+    """
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(b"first\n")
+        read_exactly(sock, 6)
+    count = fd_count(pid)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        latest = fd_count(pid)
+        if latest == count:
+            break
+        count = latest
+    return count
+
+
 def start_server() -> tuple[subprocess.Popen, tuple]:
     env = dict(os.environ, ECHO_QUIET="1")
     proc = subprocess.Popen([sys.executable, "-m", "greenpatch", str(SERVER), "0"], env=env,
@@ -247,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=monitor, daemon=True).start()
     failures = []
     try:
-        fds_start = fd_count(pid)
+        fds_start = fds_at_rest(pid, address)
         rss_first = rss_kib(pid)
         run_phase(address, warmup, args.connections, budget, stats, args.seed)
         fds_after_warmup = settle(pid, fds_start)
