@@ -455,11 +455,15 @@ def test_epoll_poll_keeps_edge_triggered_events_while_it_lets_other_green_thread
     ep = gselect.epoll()
     track.append(ep)
     ep.register(b, gselect.EPOLLIN | gselect.EPOLLET)
-    a.send(b"1")
+    greenpatch.sleep(0)  # the hub turns: the next poll() goes on without a switch
     ran = []
-    greenpatch.spawn(ran.append, "other")
+    greenpatch.spawn(ran.append, "first")
+    assert ep.poll(0) == []
+    greenpatch.spawn(ran.append, "second")
+    a.send(b"1")
+    # A second poll() with no switch since is a tight loop's: it lets both run first.
     assert ep.poll(0) == [(b.fileno(), gselect.EPOLLIN)]
-    assert ran == ["other"]
+    assert ran == ["first", "second"]
 
 
 def test_epoll_timeout_and_maxevents(track):
@@ -582,6 +586,20 @@ def test_poll_type_cannot_be_instantiated_like_the_stdlib_one():
         type(obj)()
     assert repr(type(obj)) == repr(type(stdselect.poll()))
     assert gselect.poll.__doc__
+
+
+def test_a_select_that_follows_a_hub_turn_returns_ready_fds_at_once(track):
+    # A server loop that accepted and started a thread (which switched) goes on
+    # accepting without a round of every other green thread; only a select with
+    # no switch since the last one (a tight loop) yields first.
+    busy, _ = pair(track)
+    greenpatch.sleep(0)
+    ran = []
+    greenpatch.spawn(ran.append, "other")
+    assert gselect.select([], [busy], [], 5.0)[1] == [busy]
+    assert ran == []
+    assert gselect.select([], [busy], [], 5.0)[1] == [busy]
+    assert ran == ["other"]
 
 
 @pytest.mark.parametrize("kind", ["select", "poll", "epoll"])

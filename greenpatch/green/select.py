@@ -32,6 +32,7 @@ globals().update({name: value for name, value in vars(_stdselect).items()
 # The stdlib selectors module binds select.select/poll/epoll into class
 # attributes at import; import it now, while they are still the real ones.
 import selectors as _stdselectors  # noqa: E402,F401
+from _thread import _local as _real_local  # noqa: E402
 from errno import EBADF as _EBADF  # noqa: E402
 from math import ceil as _ceil  # noqa: E402
 from operator import index as _index  # noqa: E402
@@ -137,12 +138,23 @@ def _let_others_run() -> bool:
     the other threads run.  A green call that found fds ready never switched:
     such a loop would starve every green thread waiting for an fd or a timer,
     which only the hub can wake.  The caller checks its fds again afterwards.
+    A caller that let the hub turn since the last such call (a server loop that
+    accepted and started a thread, which waits) has given the others their
+    turn already and goes on: accepting a burst of connections is not slowed
+    to one per round of every other green thread.
     """
     hub = _peek_hub()
     if hub is None or not (hub._ready or hub._fd_waiters or hub._timers) or _getcurrent() is hub:
         return False
+    if getattr(_seen, "turn", None) != hub.turns:
+        _seen.turn = hub.turns
+        return False
     _sleep(0)
+    _seen.turn = hub.turns
     return True
+
+
+_seen = _real_local()  # per OS thread (so per hub): the hub's turn at the last call above
 
 
 def _fileno(obj) -> int:
